@@ -56,8 +56,16 @@ def test_requirements_are_pinned():
 
 @pytest.mark.skipif(not SCHEMA.is_file(), reason="the offline schema copy in ../shared/schemas is absent")
 def test_metadata_validates_against_the_20240725_schema():
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(BUNDLE / "configs" / "metadata.json"),
-           "--filepath", str(SCHEMA)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_metadata",
+        "--meta_file",
+        str(BUNDLE / "configs" / "metadata.json"),
+        "--filepath",
+        str(SCHEMA),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "metadata is verified with no error" in (result.stdout + result.stderr)
