@@ -1,0 +1,44 @@
+"""The VL-DUN network and its parts.
+
+- :class:`VLDUN` (``vldun.py``): the unfolded network with its presets (:data:`PRESETS`, :func:`preset_config`).
+- :class:`CLIPPrior` (``clip_prior.py``): open_clip visual encoder + modality classifier, cached text prompt bank,
+  prior tokens. Importing this package registers the bundle's small open_clip configs.
+- :class:`AMGDM` (``amgdm.py``): prior-guided gradient-descent module.
+- :class:`MDPMM` (``mdpmm.py``): frequency-aware proximal module.
+- :class:`GDFN`, :class:`LayerNorm2d`, :class:`Downsample`, :class:`Upsample` (``restormer.py``).
+- :class:`BiMamba2D` (``bimamba.py``) and :func:`selective_scan` (``selective_scan.py``).
+"""
+
+from .amgdm import AMGDM, PriorCrossAttention
+from .bimamba import BiMamba2D
+from .clip_prior import CLIP_CONFIG_DIR, CLIPPrior, load_state_dict_file, register_clip_configs
+from .mdpmm import MDPMM, frequency_split
+from .restormer import GDFN, BiasFreeLayerNorm, Downsample, LayerNorm2d, Upsample, WithBiasLayerNorm
+from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential
+from .vldun import DEFAULT_PRESET, PRESETS, STAGE_NAMES, VLDUN, preset_config
+
+__all__ = [
+    "AMGDM",
+    "BiMamba2D",
+    "BiasFreeLayerNorm",
+    "CLIPPrior",
+    "CLIP_CONFIG_DIR",
+    "DEFAULT_PRESET",
+    "Downsample",
+    "GDFN",
+    "LayerNorm2d",
+    "MDPMM",
+    "PRESETS",
+    "PriorCrossAttention",
+    "STAGE_NAMES",
+    "Upsample",
+    "VLDUN",
+    "WithBiasLayerNorm",
+    "frequency_split",
+    "load_state_dict_file",
+    "preset_config",
+    "register_clip_configs",
+    "selective_scan",
+    "selective_scan_chunked",
+    "selective_scan_sequential",
+]

@@ -1,0 +1,416 @@
+"""VL-DUN: vision-language controlled deep unfolding network (paper section 3, appendix E; ``architecture.md`` b5-b6).
+
+Layout (Restormer-style U shape; each level is one unfolding stage, K = 8 stages)::
+
+    y ─┬─ CLIPPrior ───────────────────────────── prior tokens P (B, 3, D), modality / degradation logits
+       ├─ Conv3x3 -> y_1 (C) ─ Down -> y_2 (2C) ─ Down -> y_3 (4C) ─ Down -> y_4 (8C)     measurement embeddings
+       └─ Conv3x3 -> x
+    enc1 (C,  H)    : AMGDM(x, y_1, P), N1 x MDPMM ─────────────────────────────────┐ skip
+    enc2 (2C, H/2)  : Down, AMGDM(., y_2, P), N2 x MDPMM ─────────────────────┐     │
+    enc3 (4C, H/4)  : Down, AMGDM(., y_3, P), N3 x MDPMM ───────────────┐     │     │
+    latent (8C,H/8) : Down, AMGDM(., y_4, P), N4 x MDPMM                │     │     │
+    dec3 (4C, H/4)  : Up, cat, Conv1x1 8C->4C, AMGDM(., y_3, P), N3 x MDPMM     │     │
+    dec2 (2C, H/2)  : Up, cat, Conv1x1 4C->2C, AMGDM(., y_2, P), N2 x MDPMM ────┘     │
+    dec1 (2C, H)    : Up, cat (no reduce),     AMGDM(., Conv1x1(y_1), P), N1 x MDPMM ─┘
+    refine (2C, H)  : AMGDM(., Conv1x1(y_1), P), N_ref x MDPMM       (dropped if num_refinement_blocks == 0)
+    restored = y + Conv3x3(2C -> out)      (rec head with global residual)
+    seg      = light CNN on the final 2C features: Conv3x3-BN-ReLU, Conv3x3-BN-ReLU, Conv1x1 -> num_classes
+
+Every stage is one proximal-gradient step: AMGDM (gradient step on the data term, guided by the CLIP prior) then
+MDPMM blocks (proximal map). Inputs of any H x W are padded (reflect) to a multiple of 8 and the outputs cropped.
+
+**Outputs.** ``output="dict"`` (default) returns a dict with ``restored`` (B, out, H, W), ``seg`` (B, K, H, W)
+logits, ``modality_logits`` (B, M), ``degradation_logits`` (B, D_deg) and, with ``return_stages``, ``stages``: one
+(B, out, H, W) image per unfolding stage. Keys of disabled parts are absent (no ``seg`` without the seg head, no
+``restored`` without the rec head, no logits without the CLIP prior). ``output="seg"`` returns only the
+segmentation logits tensor (what MONAI Label and ``verify_net_in_out`` expect), ``output="restored"`` only the
+restored image.
+
+**Per-stage images** (paper Fig. 14): with ``stage_heads=True`` each stage gets a light decoding head
+(Conv3x3 C_stage -> out); the stage image is ``y + Up_bilinear(head(features))``. These heads only learn when a loss
+uses ``stages`` (deep supervision); ``return_stages`` without ``stage_heads`` is an error.
+
+**Ablation switches** (Table 3), each removing its modules: ``use_clip_prior=False`` (no CLIP at all; the AMGDM
+attention uses self-derived tokens, see ``amgdm.py``), ``tune_clip=False`` (CLIP visual encoder frozen),
+``freq_decouple=False`` (non-decoupled MDPMM, see ``mdpmm.py``), ``seg_head=False``, ``rec_head=False``.
+
+**Parameter count.** :meth:`VLDUN.num_parameters` counts trainable parameters *excluding the open_clip encoder*
+(``clip_prior.visual``; the text tower is not kept). The paper's 22.77M (Table 5) cannot include a CLIP (ViT-B/32
+alone is 151M, its visual tower 88M), so the ``paper`` preset is sized to 22.77M without it; the small trainable
+parts of the prior (modality classifier, modality embedding, token norm) and every per-stage prior projection are
+counted.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..prompts import MODALITIES
+from .amgdm import AMGDM
+from .clip_prior import CLIPPrior
+from .mdpmm import MDPMM
+from .restormer import Downsample, Upsample
+
+__all__ = ["VLDUN", "PRESETS", "DEFAULT_PRESET", "preset_config", "STAGE_NAMES"]
+
+STAGE_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine")
+OUTPUT_MODES = ("dict", "seg", "restored")
+
+#: Named configurations. ``paper``: the paper-sized network (22.77M trainable parameters without CLIP, Table 5).
+#: ``small``: for CPU demos and experiments at 64-128 px (K = 7 stages, one MDPMM each, expand 1, d_state 8: the
+#: selective scan dominates CPU time, and this halves it against expand 2 with a refinement stage; measured in
+#: benchmarks/results/cost.md). ``tiny``: the smallest sensible net, for unit tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "dim": 48,
+        "num_blocks": [2, 3, 4, 3],
+        "num_refinement_blocks": 2,
+        "heads": [1, 2, 4, 8],
+        "d_state": 16,
+        "expand": 2.0,
+        "clip_model": "ViT-B-32",
+        "seg_hidden": 64,
+    },
+    "small": {
+        "dim": 16,
+        "num_blocks": [1, 1, 1, 1],
+        "num_refinement_blocks": 0,
+        "heads": [1, 1, 2, 4],
+        "d_state": 8,
+        "expand": 1.0,
+        "clip_model": "vldun-clip-small",
+        "seg_hidden": 32,
+    },
+    "tiny": {
+        "dim": 8,
+        "num_blocks": [1, 1, 1, 1],
+        "num_refinement_blocks": 0,
+        "heads": [1, 1, 1, 1],
+        "d_state": 4,
+        "expand": 1.0,
+        "clip_model": "vldun-clip-tiny",
+        "seg_hidden": 8,
+    },
+}
+
+
+#: Architecture used for every size argument left unset when no preset is named.
+DEFAULT_PRESET = "small"
+
+
+def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """Constructor arguments of a preset (``paper``, ``small``, ``tiny``) with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown VL-DUN preset {name!r}; choose one of {sorted(PRESETS)}.")
+    cfg = copy.deepcopy(PRESETS[name])
+    cfg.update(overrides)
+    return cfg
+
+
+class _Stage(nn.Module):
+    """One unfolding stage: AMGDM (gradient step) followed by N MDPMM blocks (proximal map)."""
+
+    def __init__(self, dim: int, num_blocks: int, heads: int, prior_dim: int | None, kw_gd: dict, kw_prox: dict):
+        super().__init__()
+        self.gd = AMGDM(dim, prior_dim=prior_dim, num_heads=heads, **kw_gd)
+        self.prox = nn.ModuleList([MDPMM(dim, **kw_prox) for _ in range(num_blocks)])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+        x = self.gd(x, y, tokens)
+        for blk in self.prox:
+            x = blk(x)
+        return x
+
+
+class VLDUN(nn.Module):
+    """Vision-Language controlled Deep Unfolding Network for joint restoration and segmentation.
+
+    Args:
+        in_channels: channels of the degraded input y.
+        num_classes: segmentation classes (logit channels, background included).
+        preset: ``"paper"``, ``"small"``, ``"tiny"`` or ``None``. Fills the size arguments (``dim``, ``num_blocks``,
+            ``num_refinement_blocks``, ``heads``, ``d_state``, ``expand``, ``clip_model``, ``seg_hidden``) that are
+            left at ``None``; with no preset they come from the ``small`` preset.
+        out_channels: channels of the restored image (the global residual needs ``out_channels == in_channels``;
+            otherwise no residual is added).
+        dim: width C of the first level; the levels are C, 2C, 4C, 8C.
+        num_blocks: MDPMM blocks of enc1, enc2, enc3, latent (the decoder mirrors them: dec3 = N3, dec2 = N2,
+            dec1 = N1).
+        num_refinement_blocks: MDPMM blocks of the refinement stage (0 drops that stage: K = 7).
+        heads: cross-attention heads per level.
+        ffn_expansion_factor, bias, layernorm_type: Restormer settings of GDFN / attention / norms.
+        pool_size, low_res_gdfn: MDPMM frequency split (see ``mdpmm.py``).
+        d_state, d_conv, expand, dt_rank, scan_backend, chunk_size: BiMamba2D settings.
+        use_clip_prior: build the CLIP prior (False: "w/o CLIP" ablation).
+        clip_model, clip_pretrained, clip_prior_weights, tune_clip, clip_similarity, clip_image_size, modalities,
+            degradation_prompts: see :class:`CLIPPrior`.
+        num_modalities: number of modality classes (default ``len(modalities)``, i.e. ``len(scripts.prompts.
+            MODALITIES)``); only the count matters to the network.
+        freq_decouple: frequency-decoupled MDPMM (False: "w/o FD" ablation).
+        seg_head, rec_head: build the heads (False: "w/o Seg/Rec Head" ablations).
+        seg_hidden: channels of the seg head's hidden convolutions.
+        stage_heads: build the per-stage decoding heads needed by ``return_stages``.
+        step_size_init: initial AMGDM step size rho.
+        output: ``"dict"``, ``"seg"`` or ``"restored"`` (what ``forward`` returns).
+        return_stages: add ``stages`` (list of per-stage images) to the dict output.
+        use_seg_head, use_rec_head: aliases of ``seg_head`` / ``rec_head`` (they win when given).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 4,
+        preset: str | None = None,
+        out_channels: int = 1,
+        dim: int | None = None,
+        num_blocks: Sequence[int] | None = None,
+        num_refinement_blocks: int | None = None,
+        heads: Sequence[int] | None = None,
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        layernorm_type: str = "WithBias",
+        pool_size: int = 2,
+        low_res_gdfn: bool = False,
+        d_state: int | None = None,
+        d_conv: int = 4,
+        expand: float | None = None,
+        dt_rank: int | str = "auto",
+        scan_backend: str = "auto",
+        chunk_size: int | None = None,
+        use_clip_prior: bool = True,
+        clip_model: str | None = None,
+        clip_pretrained: str | None = None,
+        clip_prior_weights: str | None = None,
+        tune_clip: bool = True,
+        clip_similarity: str = "dot",
+        clip_image_size: int | None = None,
+        num_modalities: int | None = None,
+        modalities: Sequence[str] | None = None,
+        degradation_prompts: Sequence[str] | None = None,
+        freq_decouple: bool = True,
+        seg_head: bool = True,
+        rec_head: bool = True,
+        seg_hidden: int | None = None,
+        stage_heads: bool = False,
+        step_size_init: float = 1.0,
+        output: str = "dict",
+        return_stages: bool = False,
+        use_seg_head: bool | None = None,
+        use_rec_head: bool | None = None,
+    ) -> None:
+        super().__init__()
+        # architecture sizes: explicit value > preset > base defaults (the "small" preset)
+        explicit = {
+            "dim": dim,
+            "num_blocks": num_blocks,
+            "num_refinement_blocks": num_refinement_blocks,
+            "heads": heads,
+            "d_state": d_state,
+            "expand": expand,
+            "clip_model": clip_model,
+            "seg_hidden": seg_hidden,
+        }
+        arch = dict(PRESETS[DEFAULT_PRESET])
+        if preset is not None:
+            arch.update(preset_config(preset))
+        arch.update({k: v for k, v in explicit.items() if v is not None})
+        self.preset = preset
+        dim, num_refinement_blocks, d_state, expand = (
+            int(arch["dim"]),
+            int(arch["num_refinement_blocks"]),
+            int(arch["d_state"]),
+            float(arch["expand"]),
+        )
+        clip_model, seg_hidden = str(arch["clip_model"]), int(arch["seg_hidden"])
+        num_blocks, heads = [int(n) for n in arch["num_blocks"]], [int(h) for h in arch["heads"]]
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError(f"num_blocks and heads need 4 entries (one per level), got {num_blocks}, {heads}.")
+        if modalities is None:
+            n_mod = len(MODALITIES) if num_modalities is None else int(num_modalities)
+            modalities = MODALITIES if n_mod == len(MODALITIES) else tuple(f"modality_{i}" for i in range(n_mod))
+        elif num_modalities is not None and int(num_modalities) != len(modalities):
+            raise ValueError(f"num_modalities={num_modalities} but {len(modalities)} modality names were given.")
+        self.arch = {**arch, "num_blocks": num_blocks, "heads": heads}
+        use_seg_head = bool(seg_head if use_seg_head is None else use_seg_head)
+        use_rec_head = bool(rec_head if use_rec_head is None else use_rec_head)
+        if not (use_seg_head or use_rec_head):
+            raise ValueError("at least one of seg_head and rec_head must be True.")
+        self.in_channels, self.out_channels, self.num_classes = in_channels, out_channels, num_classes
+        self.use_clip_prior, self.use_seg_head, self.use_rec_head = use_clip_prior, use_seg_head, use_rec_head
+        self.freq_decouple = freq_decouple
+        self.has_stage_heads = bool(stage_heads)
+        self.set_output(output)
+        self.return_stages = bool(return_stages)
+        self.pad_multiple = 8  # three 2x downsamplings
+
+        if use_clip_prior:
+            self.clip_prior: CLIPPrior | None = CLIPPrior(
+                model_name=clip_model,
+                pretrained=clip_pretrained,
+                modalities=modalities,
+                degradation_prompts=degradation_prompts,
+                tune_clip=tune_clip,
+                similarity=clip_similarity,
+                clip_prior_weights=clip_prior_weights,
+                image_size=clip_image_size,
+            )
+            prior_dim: int | None = self.clip_prior.embed_dim
+        else:
+            self.clip_prior, prior_dim = None, None
+
+        c1, c2, c3, c4 = dim, 2 * dim, 4 * dim, 8 * dim
+        mamba = {
+            "d_state": d_state,
+            "d_conv": d_conv,
+            "expand": expand,
+            "dt_rank": dt_rank,
+            "backend": scan_backend,
+            "chunk_size": chunk_size,
+        }
+        kw_gd = {"bias": bias, "layernorm_type": layernorm_type, "step_size_init": step_size_init, **mamba}
+        kw_prox = {
+            "ffn_expansion_factor": ffn_expansion_factor,
+            "bias": bias,
+            "layernorm_type": layernorm_type,
+            "freq_decouple": freq_decouple,
+            "pool_size": pool_size,
+            "low_res_gdfn": low_res_gdfn,
+            **mamba,
+        }
+
+        # measurement embeddings y_l (the "image" stream: only down-sampled, never updated)
+        self.y_embed = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias)
+        self.y_down1_2, self.y_down2_3, self.y_down3_4 = Downsample(c1), Downsample(c2), Downsample(c3)
+        self.y_level1_up = nn.Conv2d(c1, c2, kernel_size=1, bias=bias)  # y_1 for the 2C stages at full size
+        # feature stream
+        self.patch_embed = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias)
+        n1, n2, n3, n4 = num_blocks
+        stage_dims = [c1, c2, c3, c4, c3, c2, c2, c2]
+        stage_blocks = [n1, n2, n3, n4, n3, n2, n1, int(num_refinement_blocks)]
+        stage_heads_n = [heads[0], heads[1], heads[2], heads[3], heads[2], heads[1], heads[0], heads[0]]
+        names = list(STAGE_NAMES) if num_refinement_blocks > 0 else list(STAGE_NAMES[:-1])
+        self.stage_names = tuple(names)
+        self.stage_dims = tuple(stage_dims[: len(names)])
+        self.stages = nn.ModuleDict(
+            {
+                n: _Stage(stage_dims[i], stage_blocks[i], stage_heads_n[i], prior_dim, kw_gd, kw_prox)
+                for i, n in enumerate(names)
+            }
+        )
+        self.down1_2, self.down2_3, self.down3_4 = Downsample(c1), Downsample(c2), Downsample(c3)
+        self.up4_3, self.reduce_chan_level3 = Upsample(c4), nn.Conv2d(c4, c3, kernel_size=1, bias=bias)
+        self.up3_2, self.reduce_chan_level2 = Upsample(c3), nn.Conv2d(c3, c2, kernel_size=1, bias=bias)
+        self.up2_1 = Upsample(c2)  # -> C, concatenated with enc1 -> 2C (no reduction, as Restormer)
+
+        self.rec_head = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias) if use_rec_head else None
+        if use_seg_head:
+            self.seg_head: nn.Module | None = nn.Sequential(
+                nn.Conv2d(c2, seg_hidden, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(seg_hidden),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(seg_hidden, seg_hidden, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(seg_hidden),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(seg_hidden, num_classes, kernel_size=1, bias=True),
+            )
+        else:
+            self.seg_head = None
+        if self.has_stage_heads:
+            self.stage_decoders = nn.ModuleDict(
+                {n: nn.Conv2d(d, out_channels, kernel_size=3, padding=1) for n, d in zip(names, self.stage_dims)}
+            )
+        else:
+            self.stage_decoders = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> VLDUN:
+        """``VLDUN.from_preset("paper")``, ``VLDUN.from_preset("small", num_classes=2)``, ..."""
+        return cls(preset=name, **overrides)
+
+    def set_output(self, output: str) -> None:
+        if output not in OUTPUT_MODES:
+            raise ValueError(f"output must be one of {OUTPUT_MODES}, got {output!r}.")
+        if output == "seg" and not self.use_seg_head:
+            raise ValueError("output='seg' needs seg_head=True.")
+        if output == "restored" and not self.use_rec_head:
+            raise ValueError("output='restored' needs rec_head=True.")
+        self.output = output
+
+    def num_parameters(self, trainable_only: bool = True, include_clip_encoder: bool = False) -> int:
+        """Parameter count; by default trainable ones without the open_clip encoder (the paper's convention)."""
+        skip = set()
+        if not include_clip_encoder and self.clip_prior is not None:
+            skip = {id(p) for p in self.clip_prior.visual.parameters()}
+        return sum(
+            p.numel() for p in self.parameters() if id(p) not in skip and (p.requires_grad or not trainable_only)
+        )
+
+    # ------------------------------------------------------------------ forward
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.pad_multiple, (-w) % self.pad_multiple
+        if ph == 0 and pw == 0:
+            return x
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+    def forward(self, x: torch.Tensor):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"VLDUN expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        if self.return_stages and not self.has_stage_heads:
+            raise ValueError("return_stages=True needs a network built with stage_heads=True.")
+        h, w = x.shape[-2:]
+        out: dict[str, Any] = {}
+        tokens = None
+        if self.clip_prior is not None:
+            prior = self.clip_prior(x)
+            tokens = prior["tokens"]
+            out["modality_logits"] = prior["modality_logits"]
+            out["degradation_logits"] = prior["degradation_logits"]
+
+        xp = self._pad(x)
+        y1 = self.y_embed(xp)
+        y2 = self.y_down1_2(y1)
+        y3 = self.y_down2_3(y2)
+        y4 = self.y_down3_4(y3)
+        y1c2 = self.y_level1_up(y1)
+        st = self.stages
+        feats: dict[str, torch.Tensor] = {}
+
+        e1 = feats["enc1"] = st["enc1"](self.patch_embed(xp), y1, tokens)
+        e2 = feats["enc2"] = st["enc2"](self.down1_2(e1), y2, tokens)
+        e3 = feats["enc3"] = st["enc3"](self.down2_3(e2), y3, tokens)
+        z = feats["latent"] = st["latent"](self.down3_4(e3), y4, tokens)
+        z = self.reduce_chan_level3(torch.cat([self.up4_3(z), e3], dim=1))
+        z = feats["dec3"] = st["dec3"](z, y3, tokens)
+        z = self.reduce_chan_level2(torch.cat([self.up3_2(z), e2], dim=1))
+        z = feats["dec2"] = st["dec2"](z, y2, tokens)
+        z = feats["dec1"] = st["dec1"](torch.cat([self.up2_1(z), e1], dim=1), y1c2, tokens)
+        if "refine" in st:
+            z = feats["refine"] = st["refine"](z, y1c2, tokens)
+
+        residual = xp if self.out_channels == self.in_channels else 0.0
+        if self.rec_head is not None:
+            out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
+        if self.seg_head is not None:
+            out["seg"] = self.seg_head(z)[..., :h, :w]
+        if self.return_stages:
+            size = xp.shape[-2:]
+            out["stages"] = [
+                (F.interpolate(self.stage_decoders[n](f), size=size, mode="bilinear", align_corners=False) + residual)[
+                    ..., :h, :w
+                ]
+                for n, f in feats.items()
+            ]
+        if self.output == "seg":
+            return out["seg"]
+        if self.output == "restored":
+            return out["restored"]
+        return out

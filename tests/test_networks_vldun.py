@@ -1,0 +1,203 @@
+"""VL-DUN: outputs, sizes, gradients, determinism, ablation switches, presets."""
+
+import json
+
+import pytest
+import torch
+
+from scripts.networks import PRESETS, VLDUN, preset_config
+from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
+
+PAPER_PARAMS = 22.77e6  # Table 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return VLDUN.from_preset("tiny", **kw)
+
+
+# the smallest explicit configuration: used where the image is large (odd-size round trip)
+MICRO = {
+    "dim": 4,
+    "num_blocks": [1, 0, 0, 0],
+    "num_refinement_blocks": 0,
+    "heads": [1, 1, 1, 1],
+    "d_state": 2,
+    "expand": 1.0,
+    "clip_model": "vldun-clip-tiny",
+    "seg_hidden": 4,
+}
+
+
+def test_output_dict_shapes():
+    net = _tiny(num_classes=3)
+    out = net(torch.rand(2, 1, 32, 24))
+    assert set(out) == {"restored", "seg", "modality_logits", "degradation_logits"}
+    assert out["restored"].shape == (2, 1, 32, 24)
+    assert out["seg"].shape == (2, 3, 32, 24)
+    assert out["modality_logits"].shape == (2, len(MODALITIES))
+    assert out["degradation_logits"].shape == (2, len(DEGRADATION_PROMPTS))
+    assert len(net.stages) == 7 and net.stage_names[-1] == "dec1"  # tiny: no refinement stage
+
+
+def test_odd_size_round_trip():
+    torch.manual_seed(0)
+    net = VLDUN(**MICRO).eval()
+    x = torch.rand(1, 1, 250, 198)
+    with torch.no_grad():
+        out = net(x)
+    assert out["restored"].shape == (1, 1, 250, 198)
+    assert out["seg"].shape == (1, 4, 250, 198)
+    assert torch.isfinite(out["restored"]).all() and torch.isfinite(out["seg"]).all()
+
+
+def test_global_residual_makes_a_zero_rec_head_return_the_input():
+    net = _tiny()
+    with torch.no_grad():
+        net.rec_head.weight.zero_()
+    x = torch.rand(1, 1, 19, 13)
+    assert torch.equal(net(x)["restored"], x)
+
+
+def test_output_switch():
+    net = _tiny(output="seg").eval()
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        seg = net(x)
+        assert isinstance(seg, torch.Tensor) and seg.shape == (1, 4, 16, 16)
+        net.set_output("restored")
+        rec = net(x)
+        assert isinstance(rec, torch.Tensor) and rec.shape == (1, 1, 16, 16)
+        net.set_output("dict")
+        out = net(x)
+    assert torch.allclose(out["seg"], seg) and torch.allclose(out["restored"], rec)
+    with pytest.raises(ValueError):
+        net.set_output("logits")
+    with pytest.raises(ValueError):
+        _tiny(seg_head=False, output="seg")
+
+
+def test_gradients_reach_every_trainable_parameter():
+    net = _tiny(stage_heads=True, return_stages=True)
+    out = net(torch.rand(2, 1, 16, 16))
+    assert len(out["stages"]) == len(net.stages)
+    assert all(s.shape == (2, 1, 16, 16) for s in out["stages"])
+    loss = out["restored"].mean() + out["seg"].square().mean() + sum(s.mean() for s in out["stages"])
+    loss = loss + out["modality_logits"].square().mean() + out["degradation_logits"].square().mean()
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not missing, missing
+    assert any(n.startswith("clip_prior.visual.") for n, p in net.named_parameters() if p.requires_grad)
+
+
+def test_return_stages_needs_stage_heads():
+    net = _tiny(return_stages=True)
+    with pytest.raises(ValueError, match="stage_heads"):
+        net(torch.rand(1, 1, 16, 16))
+
+
+def test_determinism_and_batch_independence():
+    a, b = _tiny().eval(), _tiny().eval()
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    x = torch.rand(2, 1, 24, 16)
+    with torch.no_grad():
+        o1, o2, o3 = a(x), a(x), b(x)
+        single = a(x[1:])
+    for k in o1:
+        assert torch.equal(o1[k], o2[k]) and torch.equal(o1[k], o3[k]), k
+        assert torch.allclose(o1[k][1:], single[k], atol=1e-5), k  # no mixing across the batch
+
+
+def test_output_depends_on_the_input():
+    net = _tiny().eval()
+    with torch.no_grad():
+        a, b = net(torch.zeros(1, 1, 16, 16)), net(torch.rand(1, 1, 16, 16))
+    for k in a:
+        assert (a[k] - b[k]).abs().max() > 1e-6, k
+
+
+def test_ablation_switches_remove_modules():
+    full = _tiny()
+    n_full = full.num_parameters()
+
+    no_clip = _tiny(use_clip_prior=False)
+    assert no_clip.clip_prior is None and no_clip.num_parameters() < n_full
+    out = no_clip(torch.rand(1, 1, 16, 16))
+    assert "modality_logits" not in out and "degradation_logits" not in out
+
+    frozen = _tiny(tune_clip=False)
+    assert frozen.num_parameters() == n_full  # the encoder is not counted either way
+    assert frozen.num_parameters(include_clip_encoder=True) < full.num_parameters(include_clip_encoder=True)
+    assert not any(p.requires_grad for p in frozen.clip_prior.visual.parameters())
+
+    no_fd = _tiny(freq_decouple=False)
+    assert no_fd.num_parameters() < n_full
+    assert not any(hasattr(m, "fuse") for m in no_fd.modules() if type(m).__name__ == "MDPMM")
+
+    no_seg = _tiny(seg_head=False)
+    assert no_seg.seg_head is None and no_seg.num_parameters() < n_full
+    assert "seg" not in no_seg(torch.rand(1, 1, 16, 16))
+
+    no_rec = _tiny(rec_head=False)
+    assert no_rec.rec_head is None and no_rec.num_parameters() < n_full
+    assert "restored" not in no_rec(torch.rand(1, 1, 16, 16))
+
+    with pytest.raises(ValueError):
+        _tiny(seg_head=False, rec_head=False)
+    # the use_* spellings are aliases
+    assert _tiny(use_seg_head=False).num_parameters() == no_seg.num_parameters()
+
+
+def test_presets_are_plain_json_values():
+    for name in PRESETS:
+        cfg = preset_config(name)
+        assert json.loads(json.dumps(cfg)) == cfg
+    net = VLDUN(**json.loads(json.dumps(preset_config("tiny", num_classes=2))))
+    assert net(torch.rand(1, 1, 16, 16))["seg"].shape[1] == 2
+    with pytest.raises(ValueError, match="unknown VL-DUN preset"):
+        preset_config("huge")
+
+
+def test_paper_preset_parameter_count():
+    """Trainable parameters without the CLIP encoder within 3% of the paper's 22.77M (construction only)."""
+    torch.manual_seed(0)
+    net = VLDUN.from_preset("paper")
+    n = net.num_parameters()
+    assert abs(n - PAPER_PARAMS) / PAPER_PARAMS < 0.03, n
+    assert net.stage_names == ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine")  # K = 8
+    assert net.stage_dims == (48, 96, 192, 384, 192, 96, 96, 96)
+    assert net.clip_prior.embed_dim == 512  # ViT-B-32
+    # the CLIP visual encoder is trained (paper) but not part of the 22.77M
+    assert net.num_parameters(include_clip_encoder=True) - n == sum(
+        p.numel() for p in net.clip_prior.visual.parameters()
+    )
+
+
+def test_small_preset_runs_and_is_the_default():
+    torch.manual_seed(0)
+    net = VLDUN.from_preset("small")
+    assert net.num_parameters() < 3e6
+    out = net(torch.rand(1, 1, 32, 32))
+    assert out["restored"].shape == (1, 1, 32, 32)
+    torch.manual_seed(0)
+    default = VLDUN()
+    assert default.arch == net.arch and default.num_parameters() == net.num_parameters()
+
+
+def test_preset_argument_and_explicit_overrides():
+    torch.manual_seed(0)
+    a = VLDUN(preset="tiny", dim=4, num_modalities=3)
+    assert a.arch["dim"] == 4 and a.arch["d_state"] == PRESETS["tiny"]["d_state"]
+    assert a.stage_dims[0] == 4
+    assert a(torch.rand(1, 1, 16, 16))["modality_logits"].shape == (1, 3)
+    with pytest.raises(ValueError, match="num_modalities"):
+        VLDUN(preset="tiny", num_modalities=3, modalities=["MRI", "CT"])
