@@ -1,0 +1,233 @@
+"""Ignite engines for a network with several outputs (VL-DUN, the CLIP prior).
+
+MONAI's ``SupervisedTrainer``/``SupervisedEvaluator`` expect one prediction tensor and one target. VL-DUN returns a
+dict (``restored``, ``seg``, ``modality_logits``, ``degradation_logits``) and needs four targets, so:
+
+- :class:`PrepareVLDUNBatch` returns ``(image, {"target", "label", "modality", "degradation"})`` (the keys present);
+- the loss (:class:`~scripts.workflows.losses.VLDUNLoss`) takes the two dicts;
+- :class:`VLDUNTrainer` / :class:`VLDUNEvaluator` then *flatten* ``engine.state.output`` before decollation and
+  post-processing, so that the usual MONAI idioms work unchanged: ``pred`` holds the segmentation logits,
+  ``label`` the label map, and ``restored``, ``target``, ``modality_logits``, ``modality``, ``degradation_logits``,
+  ``degradation`` sit next to them; the trainer also adds every loss term (``loss_rec``, ``loss_seg``,
+  ``loss_mod``, ``loss_deg``) next to ``loss``.
+
+:class:`LossTermsHandler` averages the loss terms over each epoch into ``engine.state.metrics`` (``train_loss``,
+``train_loss_rec``, ...), where ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MLFlowHandler`` log them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+
+__all__ = [
+    "DEFAULT_OUTPUT_MAP",
+    "DEFAULT_TARGET_KEYS",
+    "PrepareVLDUNBatch",
+    "flatten_output",
+    "VLDUNTrainer",
+    "VLDUNEvaluator",
+    "LossTermsHandler",
+    "TrackingParamsHandler",
+    "loss_terms",
+    "class_pair",
+]
+
+#: network output key -> key in ``engine.state.output`` (other outputs, e.g. prior tokens, are dropped).
+DEFAULT_OUTPUT_MAP: dict[str, str] = {
+    "seg": "pred",
+    "restored": "restored",
+    "modality_logits": "modality_logits",
+    "degradation_logits": "degradation_logits",
+}
+
+#: batch keys that are targets of the joint loss.
+DEFAULT_TARGET_KEYS: tuple[str, ...] = ("target", "label", "modality", "degradation")
+
+
+def _to_device(x: Any, device: Any, non_blocking: bool, **kwargs: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, non_blocking=non_blocking, **kwargs)
+    if isinstance(x, (int, float)) or (isinstance(x, Sequence) and x and isinstance(x[0], (int, float))):
+        return torch.as_tensor(x, device=device)
+    return x
+
+
+class PrepareVLDUNBatch:
+    """``prepare_batch`` for the engines: ``(batch[image_key], {k: batch[k] for k in target_keys if present})``.
+
+    Tensors are moved to ``device``; integer class indices (lists or tensors) become tensors on ``device``.
+    """
+
+    def __init__(self, image_key: str = "image", target_keys: Sequence[str] = DEFAULT_TARGET_KEYS) -> None:
+        self.image_key = image_key
+        self.target_keys = tuple(target_keys)
+
+    def __call__(
+        self, batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        if not isinstance(batchdata, Mapping):
+            raise TypeError(f"PrepareVLDUNBatch expects a dict batch, got {type(batchdata).__name__}.")
+        if self.image_key not in batchdata:
+            raise KeyError(f"batch has no {self.image_key!r} key (keys: {sorted(batchdata)}).")
+        image = _to_device(batchdata[self.image_key], device, non_blocking, **kwargs)
+        targets = {
+            k: _to_device(batchdata[k], device, non_blocking, **kwargs) for k in self.target_keys if k in batchdata
+        }
+        return image, targets
+
+
+def flatten_output(output: dict, output_map: Mapping[str, str] = DEFAULT_OUTPUT_MAP) -> dict:
+    """Flatten a dict prediction and a dict of targets in an engine output (in place, also returned).
+
+    ``output["pred"]`` (a dict) is replaced by its entries renamed with ``output_map`` (``seg`` -> ``pred``; when
+    the network has no segmentation output ``pred`` is removed), and ``output["label"]`` (a dict of targets) by its
+    entries. Tensor outputs and targets are left alone, so plain MONAI networks work too.
+    """
+    pred = output.get(Keys.PRED)
+    if isinstance(pred, Mapping):
+        del output[Keys.PRED]
+        for k, v in pred.items():
+            if k in output_map and v is not None:
+                output[output_map[k]] = v
+    targets = output.get(Keys.LABEL)
+    if isinstance(targets, Mapping):
+        del output[Keys.LABEL]
+        for k, v in targets.items():
+            output[k] = v
+    return output
+
+
+class VLDUNTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` for dict-output networks (same arguments, plus ``output_map``).
+
+    The loss receives the raw prediction dict and the target dict; after the loss, the output is flattened (see
+    :func:`flatten_output`) and the loss terms of ``loss_function.last_terms`` are added.
+    Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`.
+    """
+
+    def __init__(self, *args: Any, output_map: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
+        super().__init__(*args, **kwargs)
+        self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
+        self.add_event_handler(IterationEvents.LOSS_COMPLETED, self._flatten)
+
+    def _flatten(self, engine: Engine) -> None:
+        out = engine.state.output
+        flatten_output(out, self.output_map)
+        for k, v in getattr(self.loss_function, "last_terms", {}).items():
+            out[k] = v
+
+
+class VLDUNEvaluator(SupervisedEvaluator):
+    """``SupervisedEvaluator`` for dict-output networks: the output is flattened right after the forward pass,
+    before decollation and post-processing. Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`."""
+
+    def __init__(self, *args: Any, output_map: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
+        super().__init__(*args, **kwargs)
+        self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
+        self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._flatten)
+
+    def _flatten(self, engine: Engine) -> None:
+        flatten_output(engine.state.output, self.output_map)
+
+
+def loss_terms(output: Any) -> dict[str, float]:
+    """``output_transform`` giving ``{"loss": .., "loss_rec": .., ...}`` from a trainer output (dict or the list of
+    decollated dicts, where the scalars are replicated), e.g. for ``StatsHandler``."""
+    first = output[0] if isinstance(output, list) and output else output
+    if not isinstance(first, Mapping):
+        return {}
+    return {k: float(v) for k, v in first.items() if k == Keys.LOSS or str(k).startswith(f"{Keys.LOSS}_")}
+
+
+class LossTermsHandler:
+    """Average ``loss`` and every ``loss_*`` term over each epoch into ``engine.state.metrics[prefix + name]``.
+
+    Attach it to the trainer before ``StatsHandler``/``TensorBoardStatsHandler``/``MLFlowHandler`` (they log
+    ``engine.state.metrics`` at the end of each epoch).
+    """
+
+    def __init__(self, prefix: str = "train_") -> None:
+        self.prefix = prefix
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
+
+    def _reset(self, engine: Engine) -> None:
+        self._sums, self._counts = {}, {}
+
+    def _accumulate(self, engine: Engine) -> None:
+        for k, v in loss_terms(engine.state.output).items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._counts[k] = self._counts.get(k, 0) + 1
+
+    def _publish(self, engine: Engine) -> None:
+        for k, s in self._sums.items():
+            engine.state.metrics[f"{self.prefix}{k}"] = s / max(self._counts[k], 1)
+
+
+def class_pair(logits_key: str, target_key: str):
+    """``output_transform`` for ignite classification metrics (``Accuracy``): ``(logits (N, K), targets (N,))``
+    stacked from a decollated evaluator output (or taken from an undecollated dict)."""
+
+    def _transform(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        items = output if isinstance(output, list) else [output]
+        logits, targets = [], []
+        for o in items:
+            p, t = torch.as_tensor(o[logits_key]), torch.as_tensor(o[target_key])
+            logits.append(p.reshape(-1, p.shape[-1]).float())
+            targets.append(t.reshape(-1).long().to(p.device))
+        return torch.cat(logits), torch.cat(targets)
+
+    return _transform
+
+
+class TrackingParamsHandler:
+    """Log ``params`` (a flat dict of run settings) to the MLflow run of an ``MLFlowHandler`` attached to the same
+    engine (as ``--tracking mlflow`` does), once, at the first iteration. Does nothing without such a handler.
+
+    With ``config_dir``, the newest ``config_*.json`` there (the executed config that ``--tracking`` writes into
+    ``output_dir``) is also logged as an artifact. MONAI's own handler misses it when ``output_dir`` is overridden
+    with a plain path on the command line (it then builds the path ``"<dir> + '/config_....json'"``).
+    """
+
+    def __init__(self, params: Mapping[str, Any], config_dir: str | None = None) -> None:
+        self.params = {str(k): v for k, v in dict(params).items()}
+        self.config_dir = config_dir
+        self.logged = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED(once=1), self)
+
+    def __call__(self, engine: Engine) -> None:
+        from monai.handlers import MLFlowHandler
+
+        for h, _, _ in engine._event_handlers.get(Events.STARTED, []):  # the handler's bound ``start`` method
+            owner = getattr(h, "__self__", None)
+            if isinstance(owner, MLFlowHandler) and owner.cur_run is not None:
+                import mlflow.entities
+
+                run_id = owner.cur_run.info.run_id
+                existing = owner.client.get_run(run_id).data.params
+                batch = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in self.params.items() if k not in existing]
+                if batch:
+                    owner.client.log_batch(run_id=run_id, params=batch)
+                if self.config_dir:
+                    configs = sorted(glob.glob(os.path.join(self.config_dir, "config_*.json")), key=os.path.getmtime)
+                    if configs:
+                        owner.client.log_artifact(run_id, configs[-1])
+                self.logged = True

@@ -1,0 +1,143 @@
+"""Joint objective of VL-DUN (paper section 3.5) and of the CLIP prior fine-tuning stage (section 3.3).
+
+``L = λ_rec·L_rec(x̂, x) + λ_seg·DiceCE(ŝ, s) + λ_mod·Focal(modality_logits, m) + λ_deg·CE(degradation_logits, d)``
+
+- ``L_rec`` is L1 (default, as VLU-Net/AMIR) or Charbonnier ``sqrt((x̂-x)² + ε²)`` (MambaIR);
+- ``DiceCE`` is ``monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)`` on the segmentation logits;
+- ``Focal`` is ``monai.losses.FocalLoss(to_onehot_y=True, use_softmax=True, gamma=γ)`` on the modality logits (Eq. 3);
+- the degradation term is the image–text contrastive cross-entropy over the similarity logits (section 3.3.3).
+
+A term is skipped (and not logged) when its weight is 0, when the network did not produce the prediction (an
+ablation without segmentation or reconstruction head, a network without CLIP prior) or when the batch has no
+target for it. The value of every computed term is kept in :attr:`VLDUNLoss.last_terms` (detached floats), which
+the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``loss_mod`` and ``loss_deg``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, FocalLoss
+from torch import nn
+
+__all__ = ["VLDUNLoss", "CharbonnierLoss", "TERM_NAMES"]
+
+#: term name -> (prediction key, target key) as produced by the network and the preprocessing.
+TERM_NAMES: dict[str, tuple[str, str]] = {
+    "rec": ("restored", "target"),
+    "seg": ("seg", "label"),
+    "mod": ("modality_logits", "modality"),
+    "deg": ("degradation_logits", "degradation"),
+}
+
+
+class CharbonnierLoss(nn.Module):
+    """Charbonnier (smooth L1) loss ``mean(sqrt((x - y)² + eps²))``."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        if eps <= 0:
+            raise ValueError(f"Charbonnier eps must be > 0, got {eps}.")
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt((x - y) ** 2 + self.eps**2).mean()
+
+
+def _class_index(t: Any, device: torch.device) -> torch.Tensor:
+    """Targets of a classification term as a (B,) long tensor (accepts (B,), (B, 1), lists and ints)."""
+    t = torch.as_tensor(t, device=device)
+    return t.reshape(-1).long()
+
+
+class VLDUNLoss(nn.Module):
+    """Weighted sum of the restoration, segmentation, modality and degradation losses.
+
+    Args:
+        lambda_rec, lambda_seg, lambda_mod, lambda_deg: term weights (0 switches a term off).
+        rec_loss: ``"l1"`` or ``"charbonnier"``.
+        charbonnier_eps: ε of the Charbonnier loss.
+        focal_gamma: focusing parameter γ of the modality focal loss.
+        focal_alpha: optional α of the focal loss (``None``: no class balancing).
+        dice_ce_kwargs: extra arguments for ``DiceCELoss`` (e.g. ``{"lambda_dice": 0.5, "lambda_ce": 0.5}``).
+        pred_keys / target_keys: override the dictionary keys of :data:`TERM_NAMES` (term -> key).
+
+    ``forward(pred, targets)`` takes the network's output dict and a dict of targets (``target`` clean image,
+    ``label`` segmentation (B, 1, H, W), ``modality`` and ``degradation`` class indices) and returns the scalar total.
+    """
+
+    def __init__(
+        self,
+        lambda_rec: float = 1.0,
+        lambda_seg: float = 1.0,
+        lambda_mod: float = 0.1,
+        lambda_deg: float = 0.1,
+        rec_loss: str = "l1",
+        charbonnier_eps: float = 1e-3,
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
+        dice_ce_kwargs: Mapping[str, Any] | None = None,
+        pred_keys: Mapping[str, str] | None = None,
+        target_keys: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.weights = {"rec": float(lambda_rec), "seg": float(lambda_seg), "mod": float(lambda_mod)}
+        self.weights["deg"] = float(lambda_deg)
+        for name, w in self.weights.items():
+            if w < 0:
+                raise ValueError(f"loss weight lambda_{name} must be >= 0, got {w}.")
+        rec = str(rec_loss).lower()
+        if rec == "l1":
+            self.rec_loss: nn.Module = nn.L1Loss()
+        elif rec == "charbonnier":
+            self.rec_loss = CharbonnierLoss(charbonnier_eps)
+        else:
+            raise ValueError(f"rec_loss must be 'l1' or 'charbonnier', got {rec_loss!r}.")
+        kw = {"to_onehot_y": True, "softmax": True}
+        kw.update(dict(dice_ce_kwargs or {}))
+        self.seg_loss = DiceCELoss(**kw)
+        self.mod_loss = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=float(focal_gamma), alpha=focal_alpha)
+        self.pred_keys = {k: v[0] for k, v in TERM_NAMES.items()}
+        self.pred_keys.update(dict(pred_keys or {}))
+        self.target_keys = {k: v[1] for k, v in TERM_NAMES.items()}
+        self.target_keys.update(dict(target_keys or {}))
+        self.last_terms: dict[str, float] = {}
+
+    def terms(self, pred: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The unweighted value of every term that can be computed for this batch."""
+        if not isinstance(pred, Mapping):
+            raise TypeError(
+                "VLDUNLoss expects the network to return a dict (restored/seg/modality_logits/degradation_logits), "
+                f"got {type(pred).__name__}; set the network's output mode to 'dict' for training."
+            )
+        targets = targets if isinstance(targets, Mapping) else {self.target_keys["seg"]: targets}
+        out: dict[str, torch.Tensor] = {}
+        for name, w in self.weights.items():
+            p, t = pred.get(self.pred_keys[name]), targets.get(self.target_keys[name])
+            if w == 0 or p is None or t is None:
+                continue
+            if name == "rec":
+                out[name] = self.rec_loss(p.float(), torch.as_tensor(t, device=p.device).float())
+            elif name == "seg":
+                t = torch.as_tensor(t, device=p.device)
+                out[name] = self.seg_loss(p.float(), t if t.ndim == p.ndim else t.unsqueeze(1))
+            elif name == "mod":
+                out[name] = self.mod_loss(p.float(), _class_index(t, p.device).unsqueeze(1))
+            else:
+                out[name] = F.cross_entropy(p.float(), _class_index(t, p.device))
+        return out
+
+    def forward(self, pred: Mapping[str, Any], targets: Mapping[str, Any]) -> torch.Tensor:
+        terms = self.terms(pred, targets)
+        if not terms:
+            raise ValueError(
+                "VLDUNLoss: no loss term could be computed: the network output has keys "
+                f"{sorted(pred)} and the targets {sorted(targets) if isinstance(targets, Mapping) else '?'}; "
+                f"expected pairs {[(self.pred_keys[k], self.target_keys[k]) for k in self.weights]} with weight > 0."
+            )
+        total = sum(self.weights[k] * v for k, v in terms.items())
+        self.last_terms = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+        return total  # type: ignore[return-value]

@@ -1,0 +1,345 @@
+"""End-to-end: the real CLI (``python -m monai.bundle run ...`` in subprocesses, from the repository root) with the
+real VL-DUN network at its ``tiny`` preset on small synthetic demo volumes.
+
+train 2 epochs (with ``--tracking mlflow``) -> checkpoints -> MLflow run read back -> same seed, same results ->
+evaluate (CSVs, report) -> inference (shape + affine) including ITK/PNG inputs and bad inputs -> resume continues at
+the next epoch -> CLIP fine-tuning and its weights loaded by training -> 2-process DDP training (gloo, CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = "bundle/configs/train.json"
+TINY = [
+    "--preset", "tiny",
+    "--patch_size", "[32,32]",
+    "--batch_size", "4",
+    "--train_slices_per_volume", "2",
+    "--val_slices_per_volume", "2",
+    "--progress_bar", "false",
+    "--num_threads", "1",
+]  # fmt: skip
+DEMO = ["--num_cases", "6", "--shape", "[32,32,6]"]
+
+
+def run_cli(args: list[str], timeout: int = 600, torchrun: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    head = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
+        if torchrun
+        else [sys.executable]
+    )
+    cmd = head + ["-m", "monai.bundle", "run", *args]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    res.log = res.stdout + res.stderr  # type: ignore[attr-defined]
+    return res
+
+
+def demo_args(demo: Path, key: str = "datalist") -> list[str]:
+    out = ["--demo_dir", str(demo)]
+    for i in range(0, len(DEMO), 2):
+        out += [f"--{key}#{DEMO[i][2:]}", DEMO[i + 1]]
+    return out
+
+
+def train_args(demo: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "training",
+        "--config_file",
+        TRAIN,
+        "--ckpt_dir",
+        str(out / "models"),
+        "--output_dir",
+        str(out / "eval"),
+        *demo_args(demo),
+        *TINY,
+        *extra,
+    ]
+
+
+def epoch_metrics(log: str) -> dict[int, str]:
+    """'Epoch[k] Metrics -- ...' lines of the trainer and validator, by epoch (joined)."""
+    out: dict[int, str] = {}
+    for m in re.finditer(r"Epoch\[(\d+)\] Metrics -- (.*)", log):
+        out[int(m.group(1))] = out.get(int(m.group(1)), "") + m.group(2).strip() + " "
+    return out
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def trained(work):
+    out = work / "run_a"
+    res = run_cli(train_args(work / "demo", out, "--epochs", "2", "--tracking", "mlflow", "--run_name", "e2e_a"))
+    assert res.returncode == 0, res.log[-5000:]
+    return out, res
+
+
+def test_training_writes_checkpoints_and_logs_every_loss_term(trained):
+    out, res = trained
+    best = torch.load(out / "models" / "model.pt", weights_only=True)  # plain state_dict, MONAI Label-loadable
+    assert all(isinstance(v, torch.Tensor) for v in best.values())
+    assert any(k.startswith("clip_prior.") for k in best) and any(k.startswith("seg_head") for k in best)
+    latest = torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)
+    assert set(latest) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    assert latest["trainer"]["iteration"] == 2 * latest["trainer"]["epoch_length"]
+    metrics = epoch_metrics(res.log)
+    assert set(metrics) == {1, 2}
+    for term in ["train_loss_rec", "train_loss_seg", "train_loss_mod", "train_loss_deg", "val_mean_dice", "val_psnr"]:
+        assert term in metrics[2], metrics[2]
+
+
+def test_mlflow_run_can_be_read_back(trained):
+    from mlflow.tracking import MlflowClient
+
+    out, _ = trained
+    db = out / "eval" / "mlruns.db"
+    assert db.is_file(), "the default MLflow store is a SQLite file inside the output folder"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("monai_experiment")
+    runs = client.search_runs([exp.experiment_id])
+    run = next(r for r in runs if r.info.run_name == "e2e_a")
+    keys = set(run.data.metrics)
+    for k in ["train_loss", "train_loss_rec", "train_loss_seg", "train_loss_mod", "train_loss_deg"]:
+        assert k in keys, keys
+    for k in ["val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim"]:
+        assert k in keys, keys
+    history = client.get_metric_history(run.info.run_id, "train_loss_rec")
+    assert sorted(m.step for m in history) == [1, 2]
+    params = run.data.params
+    assert params["preset"] == "tiny" and float(params["lambda_rec"]) == 1.0 and params["epochs"] == "2"
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
+
+
+def test_same_seed_gives_the_same_losses_and_metrics(trained, work):
+    out_a, res_a = trained
+    out_b = work / "run_b"
+    res_b = run_cli(train_args(work / "demo", out_b, "--epochs", "2"))
+    assert res_b.returncode == 0, res_b.log[-5000:]
+    assert epoch_metrics(res_a.log) == epoch_metrics(res_b.log)
+    a = torch.load(out_a / "models" / "checkpoint_latest.pt", weights_only=True)["model"]
+    b = torch.load(out_b / "models" / "checkpoint_latest.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_reports_metrics_per_case_and_panels(trained, work):
+    out, _ = trained
+    res = run_cli(
+        [
+            "--config_file",
+            "['bundle/configs/train.json','bundle/configs/evaluate.json']",
+            "--ckpt_dir",
+            str(out / "models"),
+            "--output_dir",
+            str(out / "evaluation"),
+            *demo_args(work / "demo"),
+            *TINY,
+        ]
+    )
+    assert res.returncode == 0, res.log[-5000:]
+    assert "Restored all variables from" in res.log and "val_mean_dice" in res.log
+    ev = out / "evaluation"
+    summary = dict(line.split(",", 1) for line in (ev / "metrics.csv").read_text().splitlines())
+    assert {"val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim"} <= set(summary)
+    assert 0.0 <= float(summary["val_ssim"]) <= 1.0
+    psnr_rows = (ev / "val_psnr_raw.csv").read_text().splitlines()
+    assert len(psnr_rows) > 2 and all("_s0" in r for r in psnr_rows[1:])
+    assert "mean" in (ev / "val_mean_dice_summary.csv").read_text()
+    assert len(list((ev / "report").glob("*.png"))) == 2
+
+
+def _outputs_match_inputs(out_dir: Path, items: list[Path]):
+    from monai.transforms import LoadImage
+
+    for src in items:
+        stem = src.name.split(".")[0]
+        ref = LoadImage(image_only=True)(str(src))
+        for kind in ("seg", "restored"):
+            f = out_dir / f"{stem}_{kind}.nii.gz"
+            assert f.is_file(), f
+            img = nib.load(f)
+            assert img.shape == tuple(ref.shape), (f, img.shape, ref.shape)
+            if len(ref.shape) == 3:
+                assert np.allclose(img.affine, ref.affine.numpy(), atol=1e-4), f
+
+
+def test_inference_writes_segmentation_and_restored_volume_with_the_input_geometry(trained, work):
+    out, _ = trained
+    res = run_cli(
+        [
+            "--config_file",
+            "bundle/configs/inference.json",
+            "--ckpt_dir",
+            str(out / "models"),
+            "--output_dir",
+            str(out / "infer"),
+            *demo_args(work / "demo", "demo_datalist"),
+            "--preset",
+            "tiny",
+            "--num_threads",
+            "1",
+            "--simulate_undersampling",
+            "true",
+        ]
+    )
+    assert res.returncode == 0, res.log[-5000:]
+    datalist = json.loads((work / "demo" / "datalist.json").read_text())
+    items = [work / "demo" / d["image"] for d in datalist["test"]]
+    _outputs_match_inputs(out / "infer", items)
+    for src in items:
+        seg = nib.load(out / "infer" / f"{src.name.split('.')[0]}_seg.nii.gz")
+        assert seg.get_data_dtype() == np.uint8 and set(np.unique(seg.get_fdata())) <= {0, 1, 2, 3}
+
+
+def test_inference_reads_itk_and_png_and_reports_bad_inputs_by_name(trained, work, tmp_path):
+    import itk
+    from PIL import Image
+
+    out, _ = trained
+    datalist = json.loads((work / "demo" / "datalist.json").read_text())
+    src = work / "demo" / datalist["test"][0]["image"]
+    vol = nib.load(src).get_fdata().astype(np.float32)
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(src, d / "good.nii.gz")
+    itk_img = itk.image_from_array(np.ascontiguousarray(vol.transpose(2, 1, 0)))
+    itk_img.SetSpacing([3.0, 3.0, 8.0])
+    itk.imwrite(itk_img, str(d / "vol.mha"))
+    itk.imwrite(itk_img, str(d / "vol2.nrrd"))
+    sl = vol[:, :, 3]
+    Image.fromarray(((sl - sl.min()) / (np.ptp(sl) + 1e-6) * 255).astype(np.uint8)).save(d / "slice.png")
+    raw = src.read_bytes()
+    (d / "truncated.nii.gz").write_bytes(raw[: len(raw) // 3])
+    (d / "corrupt.nii.gz").write_bytes(b"\x00garbage" * 64)
+    nib.save(nib.Nifti1Image(np.stack([vol, vol], -1), np.eye(4)), str(d / "fourd.nii.gz"))
+    bad = vol.copy()
+    bad[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), str(d / "nan.nii.gz"))
+    res = run_cli(
+        [
+            "--config_file",
+            "bundle/configs/inference.json",
+            "--ckpt_dir",
+            str(out / "models"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--input_dir",
+            str(d),
+            "--preset",
+            "tiny",
+            "--num_threads",
+            "1",
+        ]
+    )
+    assert res.returncode != 0, "bad inputs must make the run fail at the end"
+    assert "4 input(s) could not be processed (the other 4 were written)" in res.log, res.log[-3000:]
+    for name in ["truncated.nii.gz", "corrupt.nii.gz", "fourd.nii.gz", "nan.nii.gz"]:
+        assert name in res.log
+    assert "NaN" in res.log and "4D" in res.log
+    _outputs_match_inputs(tmp_path / "out", [d / "good.nii.gz", d / "vol.mha", d / "vol2.nrrd", d / "slice.png"])
+    # the ITK volume keeps its spacing
+    assert np.allclose(nib.load(tmp_path / "out" / "vol_seg.nii.gz").header.get_zooms(), (3.0, 3.0, 8.0))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run_cli(["--config_file", "bundle/configs/inference.json", "--input_dir", str(empty), "--preset", "tiny"])
+    assert res.returncode != 0 and f"no input images found in '{empty}'" in res.log
+
+
+def test_resume_continues_at_the_next_epoch(trained, work):
+    out, _ = trained
+    resumed = work / "run_resume"
+    shutil.copytree(out / "models", resumed / "models")
+    res = run_cli(train_args(work / "demo", resumed, "--epochs", "3", "--resume", "true"))
+    assert res.returncode == 0, res.log[-5000:]
+    assert "ResumeHandler: resumed from" in res.log
+    assert set(epoch_metrics(res.log)) == {3}, "only epoch 3 runs"
+    latest = torch.load(resumed / "models" / "checkpoint_latest.pt", weights_only=True)
+    assert latest["trainer"]["iteration"] == 3 * latest["trainer"]["epoch_length"]
+    missing = run_cli(train_args(work / "demo", work / "nothing", "--epochs", "1", "--resume", "true"))
+    assert missing.returncode != 0 and "checkpoint_latest.pt' does not exist" in missing.log
+
+
+def test_clip_finetuning_then_training_loads_the_prior(work):
+    out = work / "clip"
+    res = run_cli(
+        [
+            "training",
+            "--config_file",
+            "['bundle/configs/train.json','bundle/configs/clip_finetune.json']",
+            "--ckpt_dir",
+            str(out / "models"),
+            "--output_dir",
+            str(out / "eval"),
+            *demo_args(work / "demo"),
+            *TINY,
+            "--epochs",
+            "2",
+        ]
+    )
+    assert res.returncode == 0, res.log[-5000:]
+    assert "val_modality_acc" in res.log and "val_degradation_acc" in res.log
+    prior = torch.load(out / "models" / "clip_prior.pt", weights_only=True)
+    assert "modality_head.weight" in prior and "text_features" in prior
+
+    # stage 2 with a frozen learning rate: the network's prior must be exactly the fine-tuned one
+    stage2 = work / "stage2"
+    res = run_cli(
+        train_args(
+            work / "demo",
+            stage2,
+            "--epochs",
+            "1",
+            "--learning_rate",
+            "0.0",
+            "--clip_prior_weights",
+            str(out / "models" / "clip_prior.pt"),
+        )
+    )
+    assert res.returncode == 0, res.log[-5000:]
+    model = torch.load(stage2 / "models" / "model.pt", weights_only=True)
+    for k, v in prior.items():
+        assert torch.equal(model[f"clip_prior.{k}"], v), k
+    # negative control: the default initialisation differs from the fine-tuned prior
+    scratch_file = work / "run_a" / "models" / "model.pt"
+    if scratch_file.is_file():
+        scratch = torch.load(scratch_file, weights_only=True)
+        assert not all(torch.equal(scratch[f"clip_prior.{k}"], v) for k, v in prior.items())
+
+
+def test_multi_gpu_config_trains_with_two_gloo_processes(work):
+    out = work / "ddp"
+    res = run_cli(
+        [
+            "training",
+            "--config_file",
+            "['bundle/configs/train.json','bundle/configs/multi_gpu_train.json']",
+            *train_args(work / "demo", out, "--epochs", "2")[3:],
+        ],
+        torchrun=True,
+    )
+    assert res.returncode == 0, res.log[-5000:]
+    assert set(epoch_metrics(res.log)) == {1, 2}
+    assert res.log.count("LatestCheckpointSaver: epoch 2") >= 1
+    latest = torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in latest["model"]), "DDP wrapper must be stripped"
+    assert (out / "models" / "model.pt").is_file()

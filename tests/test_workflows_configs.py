@@ -1,0 +1,168 @@
+"""The JSON workflows as ConfigWorkflows: properties (Model Zoo / MONAI Label contract) and a fast in-process run.
+
+The in-process run swaps the network for a small MONAI UNet with VL-DUN's output dict (``DictUNet``) so that the
+config wiring (data, degradation, loss terms, metrics, checkpoints, evaluation reports, 3D inference) is checked in
+seconds; the real network runs in ``test_e2e_workflows.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "bundle" / "configs"
+DICT_NET = {"_target_": "tests.test_workflows_engines.DictUNet", "num_classes": "@num_classes"}
+
+
+def _common(tmp: Path, demo: Path) -> dict:
+    return {
+        "bundle_root": str(ROOT / "bundle"),
+        "ckpt_dir": str(tmp / "models"),
+        "output_dir": str(tmp / "eval"),
+        "num_threads": None,
+    }
+
+
+def _train_over(tmp: Path, demo: Path, **kw) -> dict:
+    return {
+        **_common(tmp, demo),
+        "demo_dir": str(demo),
+        "datalist#num_cases": 6,
+        "datalist#shape": [24, 24, 5],
+        "preset": "tiny",
+        "epochs": 2,
+        "patch_size": [24, 24],
+        "batch_size": 4,
+        "train_slices_per_volume": 2,
+        "val_slices_per_volume": 2,
+        "progress_bar": False,
+        **kw,
+    }
+
+
+def _infer_over(tmp: Path, demo: Path, **kw) -> dict:
+    return {
+        **_common(tmp, demo),
+        "demo_dir": str(demo),
+        "demo_datalist#num_cases": 6,
+        "demo_datalist#shape": [24, 24, 5],
+        "preset": "tiny",
+        "output_dir": str(tmp / "infer"),
+        **kw,
+    }
+
+
+def _wf(files, workflow_type, over):
+    files = [str(CONFIGS / f) for f in files]
+    return ConfigWorkflow(
+        config_file=files if len(files) > 1 else files[0],
+        workflow_type=workflow_type,
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=False,
+        **over,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.mark.parametrize(
+    "files,kind",
+    [(["train.json"], "train"), (["train.json", "evaluate.json"], "train"), (["inference.json"], "infer")],
+)
+def test_check_properties_is_empty(files, kind, tmp_path, demo):
+    over = _infer_over(tmp_path, demo, load_pretrain=False) if kind == "infer" else _train_over(tmp_path, demo)
+    wf = _wf(files, kind, over)
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+def test_every_workflow_has_its_run_ids_and_merges():
+    for files, ids in [
+        (["train.json"], ["run", "training", "initialize"]),
+        (["train.json", "evaluate.json"], ["run", "evaluating"]),
+        (["train.json", "clip_finetune.json"], ["run", "training"]),
+        (["train.json", "multi_gpu_train.json"], ["run", "training", "finalize"]),
+        (["inference.json"], ["run", "inference", "evaluating"]),
+    ]:
+        p = ConfigParser()
+        p.read_config([str(CONFIGS / f) for f in files])
+        for i in ids:
+            assert i in p, (files, i)
+        p.resolve_macro_and_relative_ids()
+        assert p["training" if "training" in p else "run"] == p["run"]
+    # MONAI Label's BundleTrainTask overrides these ids: they must exist with the expected types
+    p = ConfigParser()
+    p.read_config(str(CONFIGS / "train.json"))
+    assert isinstance(p["train#handlers"], list) and isinstance(p["validate#handlers"], list)
+    for i in ["network", "train#dataset#data", "validate#dataset#data", "train#trainer#max_epochs", "device"]:
+        assert i in p
+    inf = ConfigParser()
+    inf.read_config(str(CONFIGS / "inference.json"))
+    post = [t["_target_"] for t in inf["postprocessing"]["transforms"]]
+    assert post[-1] == "SaveImaged" and "scripts.workflows.io.SaveRestoredd" in post
+    assert isinstance(inf["handlers"], list)
+
+
+def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
+    over = _train_over(tmp_path, demo, network_def=DICT_NET, learning_rate=0.01)
+    wf = _wf(["train.json"], "train", over)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2
+    metrics = trainer.state.metrics
+    assert {"train_loss", "train_loss_rec", "train_loss_seg", "train_loss_mod", "train_loss_deg"} <= set(metrics)
+    models = tmp_path / "models"
+    best = torch.load(models / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in best.values()) and "unet.model.0.conv.weight" in best
+    latest = torch.load(models / "checkpoint_latest.pt", weights_only=True)
+    assert latest["trainer"]["iteration"] == trainer.state.iteration
+    record = json.loads((models / "model.pt.json").read_text())
+    assert record["metric"] == "val_mean_dice"
+
+    # evaluation: per-case CSVs (named after the slices), a summary and PNG panels
+    ev_over = {k: v for k, v in over.items() if k != "val_slices_per_volume"}
+    ev = _wf(["train.json", "evaluate.json"], "train", {**ev_over, "eval_slices_per_volume": 3})
+    ev.initialize()
+    ev.run()
+    out = tmp_path / "eval"
+    summary = {row[0]: row for row in csv.reader((out / "metrics.csv").open())}
+    for key in ["val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim", "val_psnr_input"]:
+        assert key in summary, summary
+    rows = list(csv.reader((out / "val_psnr_raw.csv").open()))
+    assert rows[0][0] == "filename" and rows[1][0].startswith("demo_") and "_s0" in rows[1][0]
+    assert len(rows) - 1 == 2 * 3, "2 test volumes x 3 slices"
+    dice_rows = list(csv.reader((out / "val_mean_dice_raw.csv").open()))
+    assert len(dice_rows[0]) == 1 + 3 + 1, "filename, classes 1..3, mean"
+    assert (out / "val_mean_dice_summary.csv").is_file()
+    pngs = sorted((out / "report").glob("*.png"))
+    assert len(pngs) == 2 and (out / "report" / "index.html").is_file()
+
+    # inference on the demo test volumes: NIfTI outputs with the input's shape and affine
+    inf = _wf(["inference.json"], "infer", _infer_over(tmp_path, demo, network_def=DICT_NET))
+    inf.initialize()
+    inf.run()
+    datalist = json.loads((demo / "datalist.json").read_text())
+    for item in datalist["test"]:
+        src = nib.load(demo / item["image"])
+        stem = Path(item["image"]).name[: -len(".nii.gz")]
+        seg = nib.load(tmp_path / "infer" / f"{stem}_seg.nii.gz")
+        rest = nib.load(tmp_path / "infer" / f"{stem}_restored.nii.gz")
+        for out_img in (seg, rest):
+            assert out_img.shape == src.shape and np.allclose(out_img.affine, src.affine)
+        assert set(np.unique(seg.get_fdata())) <= {0, 1, 2, 3}
+        # the restored volume is back in the input's intensity units (HU for CT, scanner units for MRI)
+        r, s = rest.get_fdata(), src.get_fdata()
+        assert abs(np.median(r) - np.median(s)) < 0.25 * (s.max() - s.min())
