@@ -15,14 +15,16 @@ Three functions:
 * :func:`selective_scan_sequential` - the readable reference, a loop over time (tests and benchmarks only).
 * :func:`selective_scan_chunked` - the CPU path. The sequence is cut into chunks of ``chunk_size`` steps and the
   chunks into groups of ``group_chunks`` chunks. Within a group the recurrence is run for all chunks at once (a
-  loop over the T steps of a chunk, vectorised over chunks), then the chunk-start states are carried across the
-  chunks of the group and added back through the cumulative product of the decays inside each chunk. Only
-  decays ``exp(delta * A) <= 1`` and their products are ever formed (never the exponential of a positive
-  number), so it is stable for any ``delta * A <= 0``. Groups are processed one after the other; only one group's
+  loop over the T steps of a chunk, vectorised over chunks) from a zero state, giving each chunk's end state and
+  total decay; the chunk-start states are then carried across the chunks of the group, and a second pass over
+  the T steps computes every state from its chunk's true start state. Only decays ``exp(delta * A) <= 1`` and
+  their products are ever formed (never the exponential of a positive number), so it is stable for any
+  ``delta * A <= 0``. Groups are processed one after the other; only one group's
   (T, B, chunks, E, N) tensors exist at a time, and only the group-start states (B, E, N) are kept for the
   backward pass. The backward pass is hand written (a custom :class:`torch.autograd.Function`): it recomputes
   each group's states from its saved start state and runs the adjoint recurrence (the same two-level scan in
-  reverse). So (B, L, E, N) is never materialised for the whole sequence.
+  reverse). So (B, L, E, N) is never materialised for the whole sequence. On CPU it runs with one intra-op thread
+  by default (``num_threads``; see ``DEFAULT_NUM_THREADS`` for the measurements behind that choice).
 * :func:`selective_scan` - the dispatcher: mamba_ssm's CUDA kernel when it imports and the tensors are on CUDA,
   the chunked path otherwise (``backend`` forces one).
 
