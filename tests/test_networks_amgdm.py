@@ -8,12 +8,7 @@ from scripts.networks.amgdm import AMGDM, PriorCrossAttention
 KW = {"d_state": 4, "expand": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _inputs(b=2, c=8, h=6, w=5, t=3, d=12, seed=0):

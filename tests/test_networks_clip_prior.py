@@ -13,12 +13,7 @@ from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
 TINY = "vldun-clip-tiny"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ from scripts.networks.mdpmm import MDPMM, frequency_split
 KW = {"d_state": 4, "expand": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _n(m):

@@ -6,14 +6,7 @@ import torch.nn.functional as F
 
 from scripts.networks.restormer import GDFN, BiasFreeLayerNorm, Downsample, LayerNorm2d, Upsample, WithBiasLayerNorm
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # intra-op threads stall badly on a shared, oversubscribed CPU; these tests are tiny anyway
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_withbias_layernorm_equals_torch_layernorm():

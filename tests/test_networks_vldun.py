@@ -11,12 +11,7 @@ from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
 PAPER_PARAMS = 22.77e6  # Table 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kw):

@@ -1,0 +1,221 @@
+"""Smoke and semantics tests of benchmarks/bench_quality.py on tiny synthetic data (never ../shared/data)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks import bench_quality as bq
+from benchmarks._slices import load_slices, preprocess_slice
+
+
+def _phantom(rng: np.random.RandomState, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bright ring (class 2) around a disk (class 1) on a textured background."""
+    yy, xx = np.mgrid[:h, :w]
+    cy, cx = h / 2 + rng.uniform(-3, 3), w / 2 + rng.uniform(-3, 3)
+    r = np.hypot(yy - cy, xx - cx)
+    r1 = rng.uniform(0.12, 0.2) * min(h, w)
+    lab = np.zeros((h, w), np.uint8)
+    lab[r < r1] = 1
+    lab[(r >= r1) & (r < 1.5 * r1)] = 2
+    img = 200 + 50 * np.sin(xx / 3.0) + rng.normal(0, 10, (h, w))
+    img[lab == 1] += 900
+    img[lab == 2] += 500
+    return np.clip(img, 0, 65535).astype(np.uint16), lab
+
+
+def _slice_folder(root, n_train=6, n_test=4, seed=0):
+    rng = np.random.RandomState(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            img, lab = _phantom(rng, 40 + i, 36)
+            Image.fromarray(img).save(root / "images" / f"{split}_{i:03d}.png")
+            Image.fromarray(lab).save(root / "labels" / f"{split}_{i:03d}.png")
+    return root
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def test_dice_iou_absent_class_rules():
+    gt = np.zeros((6, 6), int)
+    pred = np.zeros((6, 6), int)
+    gt[1:3, 1:3] = 1  # class 1: 4 px in truth
+    pred[1:3, 1:2] = 1  # 2 px predicted, all inside
+    pred[5, 5] = 3  # class 3: false positive on a slice without it
+    # class 2: absent from both -> skipped (NaN)
+    dice, iou = bq.dice_iou_per_class(gt, pred, 4)
+    assert dice[0] == pytest.approx(2 * 2 / (4 + 2))
+    assert iou[0] == pytest.approx(2 / 4)
+    assert math.isnan(dice[1]) and math.isnan(iou[1])
+    assert dice[2] == 0.0 and iou[2] == 0.0
+
+
+def test_summarize_skips_absent_and_averages_per_slice():
+    gt = np.zeros((2, 4, 4), int)
+    gt[0, :2, :2] = 1
+    pred = gt.copy()
+    pred[1, 0, 0] = 2  # slice 1: only a false positive of class 2 -> that slice scores 0
+    clean = np.zeros((2, 4, 4), np.float32)
+    s = bq.summarize(clean, gt, None, pred, 3)
+    assert s["dice_per_slice"] == [1.0, 0.0]
+    assert s["dice_mean"] == pytest.approx(0.5) and s["dice_std"] == pytest.approx(0.5)
+    assert s["dice_class"][0][2] == 1 and s["dice_class"][1][2] == 1  # one slice evaluated per class
+    assert "psnr" not in s
+
+
+def test_psnr_ssim_clip_and_conventions():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.RandomState(1)
+    gt = rng.rand(32, 32)
+    pred = gt + rng.normal(0, 0.1, gt.shape)
+    p, s = bq.psnr_ssim(gt, pred)
+    clipped = np.clip(pred, 0, 1)
+    assert p == pytest.approx(peak_signal_noise_ratio(gt, clipped, data_range=1.0))
+    assert s == pytest.approx(structural_similarity(gt, clipped, data_range=1.0, win_size=7))
+    # clipping only helps: the unclipped MSE is larger
+    assert p > 10 * math.log10(1.0 / np.mean((gt - pred) ** 2))
+
+
+def test_preprocess_resize_and_minmax():
+    rng = np.random.RandomState(0)
+    img, lab = _phantom(rng, 50, 30)
+    im, lb = preprocess_slice(img, lab, 32)
+    assert im.shape == (32, 32) and lb.shape == (32, 32)
+    assert im.min() == 0.0 and im.max() == pytest.approx(1.0)
+    assert set(np.unique(lb)) <= {0, 1, 2}  # nearest: no new label values
+    const, _ = preprocess_slice(np.full((10, 10), 7.0), np.zeros((10, 10)), 8)
+    assert np.all(const == 0)
+
+
+# ----------------------------------------------------------------------------------------------- degradation
+def test_fixed_test_masks_depend_only_on_seed_dataset_index():
+    from scripts.transforms.kspace import sample_seed
+
+    rng = np.random.RandomState(0)
+    clean = rng.rand(3, 32, 32).astype(np.float32)
+    deg = bq.parse_degradation("cartesian:4:0.08")
+    a = bq.make_test_inputs(clean, deg, 0, "ds")
+    b = bq.make_test_inputs(clean, deg, 0, "ds")
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, bq.make_test_inputs(clean, deg, 0, "other"))
+    assert not np.allclose(a, bq.make_test_inputs(clean, deg, 1, "ds"))
+    us = deg.transform()
+    y = us(torch.as_tensor(clean[2][None]), seed=sample_seed(0, "ds", 2))
+    np.testing.assert_allclose(a[2], np.asarray(y[0]), atol=1e-6)
+    # the protocol's rule: round(S*cf) centre columns from (S - band + 1) // 2, constant along the rows
+    mask = np.asarray(us.mask)[0]
+    band = round(32 * 0.08)
+    start = (32 - band + 1) // 2
+    assert np.all(mask[:, start : start + band] == 1)
+    assert np.all(mask == mask[:1])
+
+
+def test_more_undersampling_degrades_more():
+    rng = np.random.RandomState(3)
+    clean = np.stack([preprocess_slice(*_phantom(rng, 64, 64), 64)[0] for _ in range(6)])
+    ps = {}
+    for spec in ("cartesian:4:0.08", "cartesian:8:0.04", "radial:60", "radial:15"):
+        x = bq.make_test_inputs(clean, bq.parse_degradation(spec), 0, "synthetic")
+        ps[spec] = np.mean([bq.psnr_ssim(c, d)[0] for c, d in zip(clean, x)])
+    assert ps["cartesian:4:0.08"] > ps["cartesian:8:0.04"]
+    assert ps["radial:60"] > ps["radial:15"]
+
+
+def test_parse_degradation_errors():
+    assert bq.parse_degradation("radial:60").spokes == 60
+    assert bq.parse_degradation("cartesian:8:0.04").spec() == "cartesian:8:0.04"
+    with pytest.raises(ValueError, match="bad degradation"):
+        bq.parse_degradation("spiral:3")
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_end_to_end_all_methods(tmp_path):
+    data = _slice_folder(tmp_path / "synth")
+    out = tmp_path / "out"
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "all", "--size", "32",
+        "--iterations", "2", "--batch-size", "2", "--preset", "tiny", "--out-dir", str(out), "--tag", "t",
+        "--log-every", "0",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    res = json.loads((out / "quality_t.json").read_text())
+    assert set(res["methods"]) == set(bq.METHODS)
+    assert (out / "quality_t.png").stat().st_size > 1000
+    md = (out / "quality_t.md").read_text()
+    assert "python benchmarks/bench_quality.py --datasets" in md and "| VL-DUN joint (`vldun`) | 2 |" in md
+    m = res["methods"]
+    # the zero-filled row is the degraded test input, recomputed independently here
+    loaded = load_slices(data, 32, modality="MRI")
+    x = bq.make_test_inputs(loaded.test.images, bq.parse_degradation("cartesian:4:0.08"), 0, "synth")
+    expect = np.mean([bq.psnr_ssim(c, d)[0] for c, d in zip(loaded.test.images, x)])
+    assert m["zero_filled"]["psnr_mean"] == pytest.approx(expect, abs=1e-3)
+    assert m["zero_filled"]["n_slices"] == len(loaded.test) > 0
+    for k in ("rec_unet", "sequential", "vldun", "vldun_no_seg", "vldun_no_fd"):
+        assert np.isfinite(m[k]["psnr_mean"]) and 0 <= m[k]["ssim_mean"] <= 1, k
+    for k in ("seg_unet_degraded", "seg_unet_clean", "sequential", "vldun", "vldun_no_rec"):
+        assert 0 <= m[k]["dice_mean"] <= 1 and len(m[k]["dice_class"]) == 2, k
+    assert "psnr_mean" not in m["vldun_no_rec"] and "dice_mean" not in m["vldun_no_seg"]
+    assert m["vldun_no_clip"]["switches"] == {"use_clip_prior": False}
+    assert "modality_accuracy" not in m["vldun_no_clip"] and "modality_accuracy" in m["vldun"]
+    assert all(m[k]["iterations"] == 2 for k in bq.METHODS if k != "zero_filled")
+    assert m["sequential"]["train_seconds"] >= m["sequential"]["rec_train_seconds"]
+    # a second run with the same configuration adds to the same results file
+    assert bq.main(argv[:4] + ["--methods", "zero_filled"] + argv[6:]) == 0
+    res2 = json.loads((out / "quality_t.json").read_text())
+    assert set(res2["methods"]) == set(bq.METHODS) and len(res2["commands"]) == 2
+
+
+def test_nifti_datalist_source(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.RandomState(5)
+    items = {"training": [], "test": []}
+    for split, n in (("training", 2), ("test", 1)):
+        for i in range(n):
+            vol = np.stack([_phantom(rng, 24, 20)[0] for _ in range(3)], -1).astype(np.float32)
+            lab = (vol > 900).astype(np.uint8)
+            name = f"{split}_{i}"
+            nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / f"{name}.nii.gz")
+            nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / f"{name}_seg.nii.gz")
+            items[split].append(
+                {"image": f"{name}.nii.gz", "label": f"{name}_seg.nii.gz", "modality": "CT", "case_id": name}
+            )
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"labels": {"0": "background", "1": "bright"}, **items}))
+    d = load_slices(dl, 16)
+    assert len(d.train) == 6 and len(d.test) == 3  # 3 slices per volume along the last axis
+    assert d.class_names == ["background", "bright"] and d.modality == "CT"
+    assert d.test.ids == ["test_0_z000", "test_0_z001", "test_0_z002"]
+    out = tmp_path / "out"
+    assert bq.main(["--datasets", str(dl), "--methods", "zero_filled", "--size", "16", "--out-dir", str(out)]) == 0
+    res = json.loads(next(out.glob("quality_*.json")).read_text())
+    assert res["degradation"] == "radial:60"  # CT default
+
+
+def test_missing_shared_data_is_skipped(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--datasets", "acdc_8x", "--data-root", str(tmp_path / "absent"), "--out-dir", str(out)]
+    assert bq.main(argv + ["--methods", "zero_filled"]) == 0
+    assert "SKIP" in capsys.readouterr().out
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(SystemExit):
+        bq.main(["--datasets", str(tmp_path / "nope"), "--methods", "zero_filled", "--out-dir", str(out)])
+
+
+def test_paired_difference_is_clustered_by_patient():
+    from scipy.stats import t as student_t
+
+    a, b = [1.0, 1.0, 3.0, 3.0, None], [0.0, 0.0, 0.0, 0.0, 0.0]
+    mean, half, g, n = bq._paired(a, b, ["p1", "p1", "p2", "p2", "p2"])
+    assert (mean, g, n) == (2.0, 2, 4)
+    assert half == pytest.approx(student_t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
+    mean, half, g, n = bq._paired(a, b)  # no patients: every slice is its own group, narrower interval
+    assert (mean, g, n) == (2.0, 4, 4) and half < student_t.ppf(0.975, 1)
