@@ -447,3 +447,10 @@ def test_prob_zero_passes_the_image_through():
     np.testing.assert_allclose(d["image"], x, atol=1e-5)
     assert np.asarray(d["mask"]).min() == 1 and d["degradation_level"] == 0.0
     assert d["degradation_text"] == "no degradation"
+
+
+def test_equispaced_mask_rejects_a_centre_band_that_leaves_no_outer_lines():
+    masker = CartesianKspaceMask(center_fractions=[0.25], accelerations=[4], pattern="equispaced")
+    with pytest.raises(ValueError, match="no outer lines"):
+        masker((100, 100))
+    assert masker((100, 90)).shape == (100, 90)  # phase encoding runs along the last axis: 22 * 4 != 90 lines

@@ -239,6 +239,15 @@ class CartesianKspaceMask(Randomizable):
 
     def draw(self, shape: Sequence[int], params: Mapping | None = None) -> tuple[np.ndarray, dict]:
         n = int(shape[self.phase_encode_axis])
+        if self.pattern == "equispaced":
+            # MONAI's equispaced rule spaces the outer lines by acc*(num_low - n)/(num_low*acc - n), which divides
+            # by zero when the centre band alone already reaches n/acc lines.
+            for cf, acc in zip(self.masker.center_fractions, self.masker.accelerations):
+                if round(n * cf) * acc == n:
+                    raise ValueError(
+                        f"equispaced mask: centre fraction {cf:g} at {acc:g}x on {n} phase-encode lines leaves no "
+                        "outer lines to space (round(n * cf) * acc == n); use a smaller centre fraction."
+                    )
         self.masker.R = self.R
         self.masker.forced = None if params is None else (params["center_fraction"], params["acceleration"])
         self.masker(torch.zeros(1, 1, n, 2))
