@@ -94,10 +94,15 @@ class _SliceBase(MapTransform):
             return d[k]
         raise KeyError(f"none of the keys {self.keys} is in the data (keys: {sorted(map(str, d))}).")
 
-    def _axis(self, ref: Any) -> int:
+    def _axis(self, ref: Any) -> int | None:
+        """The slicing axis of a 3D sample, or None for a 2D sample (which is returned whole)."""
         n = _spatial_ndim(ref)
-        ax = self.axis % n
-        return ax
+        if n == 2:
+            return None
+        if n != 3:
+            name, shape = type(self).__name__, tuple(ref.shape)
+            raise ValueError(f"{name} expects 2D or 3D channel-first images, got shape {shape}.")
+        return self.axis % n
 
     def _slices(self, d: Mapping, indices: Sequence[int], axis: int) -> list[dict]:
         out = []
@@ -155,11 +160,9 @@ class RandSampleSlicesd(Randomizable, _SliceBase, MultiSampleTrait):
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict]:
         d = dict(data)
         ref = self._ref(d)
-        if _spatial_ndim(ref) == 2:
-            return self._whole(d)
-        if _spatial_ndim(ref) != 3:
-            raise ValueError(f"RandSampleSlicesd expects 2D or 3D channel-first images, got shape {tuple(ref.shape)}.")
         axis = self._axis(ref)
+        if axis is None:
+            return self._whole(d)
         lab = d.get(self.label_key) if self.label_key else None
         fg = _foreground_slices(lab, axis) if lab is not None else np.zeros(0, dtype=int)
         return self._slices(d, self.randomize(int(ref.shape[axis + 1]), fg), axis)
@@ -189,11 +192,9 @@ class SampleSlicesd(_SliceBase, MultiSampleTrait):
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict]:
         d = dict(data)
         ref = self._ref(d)
-        if _spatial_ndim(ref) == 2:
-            return self._whole(d)
-        if _spatial_ndim(ref) != 3:
-            raise ValueError(f"SampleSlicesd expects 2D or 3D channel-first images, got shape {tuple(ref.shape)}.")
         axis = self._axis(ref)
+        if axis is None:
+            return self._whole(d)
         lo, hi = 0, int(ref.shape[axis + 1]) - 1
         lab = d.get(self.label_key) if self.label_key else None
         if lab is not None:
