@@ -510,9 +510,21 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    import subprocess
+
     import monai
 
+    def _git(*cmd: str) -> str:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=_REPO, capture_output=True, text=True, timeout=20)
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--", "bundle/scripts", "benchmarks/bench_quality.py"))
     return {
+        "git_commit": (commit + ("+uncommitted changes" if dirty else "")) or "unknown",
         "host": platform.node(),
         "platform": platform.platform(),
         "cpu": cpu,
@@ -599,6 +611,8 @@ def render_markdown(res: Mapping[str, Any]) -> str:
         + f", last iterate; UNets: MONAI BasicUNet features {tuple(cfg['unet_features'])}; VL-DUN preset "
         f"`{cfg['preset']}`, VLDUNLoss (L1 + Dice-CE + {cfg['lambda_prior']}·focal(modality) + "
         f"{cfg['lambda_prior']}·CE(degradation)); CLIP randomly initialised (no pretrained weights available)",
+        f"- code: git `{res['machine'].get('git_commit', 'not recorded')}`; VL-DUN preset `{cfg['preset']}` = "
+        f"`{json.dumps(res.get('vldun_preset_config', 'not recorded'))}`",
         f"- threads: torch.set_num_threads({cfg['threads']}); machine: {res['machine']['cpu']} "
         f"({res['machine']['cpu_count']} logical CPUs, shared with other jobs), {res['machine']['platform']}, "
         f"torch {res['machine']['torch']}, MONAI {res['machine']['monai']}",
@@ -816,6 +830,12 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
         "threads": args.threads,
         "scan_chunk": args.scan_chunk,
     }
+    try:
+        from scripts.networks import PRESETS
+
+        vldun_cfg = dict(PRESETS.get(args.preset, {}))
+    except ImportError:
+        vldun_cfg = {}
     res: dict[str, Any] | None = None
     if jpath.is_file():
         old = json.loads(jpath.read_text())
@@ -844,6 +864,7 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
         degradation=deg.spec(),
         degradation_text=deg.describe(),
         config=config,
+        vldun_preset_config=vldun_cfg,
         machine=machine(),
     )
     runner = Runner(data, deg, args)
