@@ -690,6 +690,93 @@ def render_markdown(res: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
+    """Markdown of several runs that differ only in the training seed: per-method mean ± std over seeds of the
+    test-set means, and per claim the paired difference of every seed with its patient-level 95% interval.
+
+    A claim is *supported* when every seed shows A > B with an interval excluding 0, *contradicted* when every seed
+    shows A < B likewise, and *undecided* otherwise.
+    """
+    if not results:
+        raise ValueError("no results to aggregate")
+    keys = ("dataset", "degradation")
+    ref = results[0]
+    for r in results[1:]:
+        same = all(r[k] == ref[k] for k in keys)
+        cfg_a = {k: v for k, v in r["config"].items() if k != "train_seed"}
+        cfg_b = {k: v for k, v in ref["config"].items() if k != "train_seed"}
+        if not same or cfg_a != cfg_b:
+            raise ValueError("the runs to aggregate must differ only in their training seed")
+    seeds = [r["config"].get("train_seed", r["config"]["seed"]) for r in results]
+    methods = [m for m in METHODS if any(m in r["methods"] for r in results)]
+    cfg = ref["config"]
+    lines = [
+        f"# Quality benchmark over training seeds: {ref['title']}",
+        "",
+        f"**{ref['budget_label']}**",
+        "",
+        f"Aggregated by `python benchmarks/bench_quality.py --aggregate` from {', '.join(f'`{s}`' for s in sources)} "
+        f"(training seeds {seeds}; everything else identical: same test slices and test masks, size {cfg['size']}, "
+        f"batch {cfg['batch_size']}, {cfg['iterations']} iterations, lr {cfg['lr']}). Setup, machine and the exact "
+        "commands are in those files.",
+        "",
+        "## Test-set means, mean ± std over training seeds (n = seeds)",
+        "",
+        "| method | n | PSNR (dB) | SSIM | mean Dice | mean IoU |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def over_seeds(m: str, key: str, digits: int) -> str:
+        v = [r["methods"][m][key] for r in results if m in r["methods"] and key in r["methods"][m]]
+        if not v:
+            return "–"
+        return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+    for m in methods:
+        n = sum(m in r["methods"] for r in results)
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} (`{m}`) | {n} | {over_seeds(m, 'psnr_mean', 2)} | "
+            f"{over_seeds(m, 'ssim_mean', 3)} | {over_seeds(m, 'dice_mean', 3)} | {over_seeds(m, 'iou_mean', 3)} |"
+        )
+    lines += [
+        "",
+        "## Claims: A − B per seed (patient-level 95% interval, as in the per-run files)",
+        "",
+        "*supported*: A > B with an interval excluding 0 in every seed; *contradicted*: A < B likewise; "
+        "otherwise *undecided*.",
+        "",
+        "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |",
+        "|---|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for text, a, b, key in CLAIMS:
+        cells, signs = [], []
+        for r in results:
+            ms = r["methods"]
+            p = None
+            if a in ms and b in ms and key in ms[a] and key in ms[b]:
+                p = _paired(ms[a][key], ms[b][key], r.get("test_groups"))
+            if p is None:
+                cells.append("–")
+                signs.append(None)
+                continue
+            cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
+            signs.append(1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0)
+        if all(x is None for x in signs):
+            continue
+        done = [x for x in signs if x is not None]
+        verdict = (
+            "supported"
+            if all(x == 1 for x in done)
+            else "contradicted"
+            if all(x == -1 for x in done)
+            else ("undecided")
+        )
+        if len(done) < len(signs):
+            verdict += f" ({len(done)} of {len(signs)} seeds)"
+        lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(res: Mapping[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -772,6 +859,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-label", default=None, help="label printed on the results (e.g. 'reduced budget')")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--render", default=None, metavar="JSON", help="only re-render the .md/.png of a results JSON")
+    p.add_argument(
+        "--aggregate",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="OUT.md JSON JSON...: summarise runs that differ only in --train-seed",
+    )
     return p
 
 
@@ -903,6 +997,12 @@ def _write(res, jpath: Path, out_dir: Path, tag: str, command: str, methods, t_a
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.aggregate:
+        out, *files = args.aggregate
+        results = [json.loads(Path(f).read_text()) for f in files]
+        Path(out).write_text(render_seed_summary(results, [Path(f).name for f in files]))
+        print(f"wrote {out}")
+        return 0
     if args.render:
         jpath = Path(args.render)
         res = json.loads(jpath.read_text())

@@ -219,3 +219,32 @@ def test_paired_difference_is_clustered_by_patient():
     assert half == pytest.approx(student_t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
     mean, half, g, n = bq._paired(a, b)  # no patients: every slice is its own group, narrower interval
     assert (mean, g, n) == (2.0, 4, 4) and half < student_t.ppf(0.975, 1)
+
+
+def test_seed_summary_verdicts():
+    def run(seed, shift):
+        base = {"dice_per_slice": [0.5, 0.5, 0.6, 0.6], "psnr": [20.0, 20.0, 21.0, 21.0]}
+        joint = {k: [v + shift + 0.01 * i for i, v in enumerate(vals)] for k, vals in base.items()}
+        mk = lambda d: {**d, "dice_mean": float(np.mean(d["dice_per_slice"])), "psnr_mean": float(np.mean(d["psnr"]))}  # noqa: E731
+        return {
+            "dataset": "d",
+            "degradation": "radial:60",
+            "title": "t",
+            "budget_label": "b",
+            "config": {"seed": 0, "train_seed": seed, "size": 32, "batch_size": 2, "iterations": 2, "lr": 1e-3},
+            "test_groups": ["p1", "p1", "p2", "p3"],
+            "methods": {"sequential": mk(base), "rec_unet": mk(base), "vldun": mk(joint)},
+        }
+
+    md = bq.render_seed_summary([run(0, 0.2), run(1, 0.3)], ["a.json", "b.json"])
+    row = next(line for line in md.splitlines() if line.startswith("| joint beats separate (Dice)"))
+    assert row.endswith("| supported |")
+    vrow = next(line for line in md.splitlines() if "(`vldun`)" in line)
+    mean, sd = (float(v) for v in vrow.split("|")[3].split("±"))
+    assert mean == pytest.approx(20.5 + 0.25 + 0.015, abs=0.006) and sd == pytest.approx(0.1 / math.sqrt(2), abs=0.006)
+    md = bq.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
+    assert next(ln for ln in md.splitlines() if ln.startswith("| joint beats separate (Dice)")).endswith("undecided |")
+    other = run(1, 0.2)
+    other["config"]["size"] = 64
+    with pytest.raises(ValueError, match="differ only"):
+        bq.render_seed_summary([run(0, 0.2), other], ["a", "b"])
