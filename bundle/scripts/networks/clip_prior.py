@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..flags import as_bool
 from ..prompts import DEGRADATION_PROMPTS, MODALITIES
 
 __all__ = ["CLIPPrior", "CLIP_CONFIG_DIR", "register_clip_configs", "load_state_dict_file"]
@@ -136,7 +137,7 @@ class CLIPPrior(nn.Module):
         if similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}.")
         self.similarity = similarity
-        self.tune_clip = bool(tune_clip)
+        self.tune_clip = as_bool(tune_clip, "tune_clip")
 
         clip = self._create_clip(self.model_name, pretrained)
         cfg = dict(getattr(clip.visual, "preprocess_cfg", {}) or {})

@@ -53,6 +53,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type
 from torch import nn
 
+from ..flags import as_bool
 from ..prompts import MODALITIES
 from .amgdm import AMGDM
 from .clip_prior import CLIPPrior
@@ -239,8 +240,21 @@ class VLDUN(nn.Module):
         elif num_modalities is not None and int(num_modalities) != len(modalities):
             raise ValueError(f"num_modalities={num_modalities} but {len(modalities)} modality names were given.")
         self.arch = {**arch, "num_blocks": num_blocks, "heads": heads}
-        use_seg_head = bool(seg_head if use_seg_head is None else use_seg_head)
-        use_rec_head = bool(rec_head if use_rec_head is None else use_rec_head)
+        # the bundle CLI passes `--network_def#freq_decouple false` as the string "false", which bool() makes True
+        bias, low_res_gdfn, use_clip_prior, tune_clip, freq_decouple, stage_heads, return_stages = (
+            as_bool(v, k)
+            for k, v in (
+                ("bias", bias),
+                ("low_res_gdfn", low_res_gdfn),
+                ("use_clip_prior", use_clip_prior),
+                ("tune_clip", tune_clip),
+                ("freq_decouple", freq_decouple),
+                ("stage_heads", stage_heads),
+                ("return_stages", return_stages),
+            )
+        )
+        use_seg_head = as_bool(seg_head if use_seg_head is None else use_seg_head, "use_seg_head")
+        use_rec_head = as_bool(rec_head if use_rec_head is None else use_rec_head, "use_rec_head")
         if not (use_seg_head or use_rec_head):
             raise ValueError("at least one of seg_head and rec_head must be True.")
         self.in_channels, self.out_channels, self.num_classes = in_channels, out_channels, num_classes

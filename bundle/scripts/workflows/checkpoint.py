@@ -26,6 +26,8 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
+from ..flags import as_bool
+
 __all__ = ["save_atomic", "unwrap_module", "BestModelSaver", "LatestCheckpointSaver", "ResumeHandler"]
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class BestModelSaver:
         self.mode = mode
         self.best: float | None = None
         self.best_epoch: int | None = None
-        if resume and self.record_path.is_file() and self.path.is_file():
+        if as_bool(resume, "resume") and self.record_path.is_file() and self.path.is_file():
             rec = json.loads(self.record_path.read_text())
             self.best, self.best_epoch = float(rec["value"]), int(rec["epoch"])
 
@@ -189,7 +191,7 @@ class ResumeHandler:
         engine_key: str | None = "trainer",
     ) -> None:
         self.load_path = Path(load_path)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "resume")
         self.load_dict = {k: unwrap_module(v) if isinstance(v, torch.nn.Module) else v for k, v in load_dict.items()}
         self.map_location = map_location
         self.strict = strict

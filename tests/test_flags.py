@@ -1,0 +1,74 @@
+"""Boolean knobs given as strings on the bundle command line (`--resume false` arrives as the string "false")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fire import parser as fire_parser
+from monai.bundle import ConfigParser
+
+from scripts.flags import as_bool
+from scripts.networks import VLDUN
+from scripts.workflows.checkpoint import BestModelSaver, ResumeHandler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
+
+
+def test_the_cli_really_passes_lower_case_booleans_as_strings():
+    # the premise of scripts.flags: python-fire (behind `python -m monai.bundle run`) keeps "false" a string
+    assert fire_parser.DefaultParseValue("false") == "false" and bool("false")
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", " TRUE ", "yes", "on", "1", 1])
+def test_true_spellings(value):
+    assert as_bool(value) is True
+
+
+@pytest.mark.parametrize("value", [False, "false", "False", "no", "off", "0", 0, None, ""])
+def test_false_spellings(value):
+    assert as_bool(value) is False
+
+
+@pytest.mark.parametrize("value", ["treu", 2, "enabled", [True]])
+def test_anything_else_is_an_error_naming_the_knob(value):
+    with pytest.raises(ValueError, match="resume must be a boolean"):
+        as_bool(value, "resume")
+
+
+def test_network_switches_accept_cli_strings():
+    net = VLDUN.from_preset("tiny", freq_decouple="false", use_clip_prior="False", use_seg_head="false")
+    assert net.clip_prior is None and not net.use_seg_head and not net.freq_decouple
+    assert not hasattr(net.stages["enc1"].prox[0], "fuse")  # the non-decoupled MDPMM
+    with pytest.raises(ValueError, match="freq_decouple must be a boolean"):
+        VLDUN.from_preset("tiny", freq_decouple="flase")
+
+
+def test_checkpoint_handlers_accept_cli_strings(tmp_path):
+    assert ResumeHandler(load_path=tmp_path / "x.pt", enabled="false", load_dict={}).enabled is False
+    assert ResumeHandler(load_path=tmp_path / "x.pt", enabled="true", load_dict={}).enabled is True
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "model.pt.json").write_text(json.dumps({"value": 0.5, "epoch": 3}))
+    assert BestModelSaver(tmp_path, network=None, resume="false").best is None
+    assert BestModelSaver(tmp_path, network=None, resume="true").best == 0.5
+
+
+@pytest.mark.parametrize(
+    "config, key, component",
+    [
+        ("train.json", "amp", "train#trainer#amp"),
+        ("inference.json", "amp", "evaluator#amp"),
+        ("multi_gpu_train.json", "ddp_find_unused_parameters", "network#find_unused_parameters"),
+    ],
+)
+def test_config_flags_go_through_as_bool(config, key, component):
+    files = [CONFIGS / "train.json", CONFIGS / config] if config != "train.json" else [CONFIGS / config]
+    p = ConfigParser()
+    p.read_config([str(f) for f in files])
+    raw = p.get(component)
+    assert raw == f"$as_bool(@{key}, '{key}')", raw
+    for text, expected in (("false", False), ("true", True)):
+        p[key] = text
+        assert p.get_parsed_content(component, lazy=False) is expected
