@@ -59,16 +59,36 @@ def test_checkpoint_handlers_accept_cli_strings(tmp_path):
     "config, key, component",
     [
         ("train.json", "amp", "train#trainer#amp"),
+        ("train.json", "amp", "validate#evaluator#amp"),
         ("inference.json", "amp", "evaluator#amp"),
+        ("inference.json", "load_pretrain", "initialize"),
         ("multi_gpu_train.json", "ddp_find_unused_parameters", "network#find_unused_parameters"),
     ],
 )
 def test_config_flags_go_through_as_bool(config, key, component):
-    files = [CONFIGS / "train.json", CONFIGS / config] if config != "train.json" else [CONFIGS / config]
+    files = (
+        [CONFIGS / config] if config in ("train.json", "inference.json") else [CONFIGS / "train.json", CONFIGS / config]
+    )
     p = ConfigParser()
     p.read_config([str(f) for f in files])
-    raw = p.get(component)
-    assert raw == f"$as_bool(@{key}, '{key}')", raw
-    for text, expected in (("false", False), ("true", True)):
+    assert f"@flags#{key}" in json.dumps(p.get(component))
+    for text, expected in (("false", False), ("True", True)):
         p[key] = text
-        assert p.get_parsed_content(component, lazy=False) is expected
+        assert p.get_parsed_content(f"flags#{key}", lazy=False) is expected
+    p[key] = "flase"
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the error; the cause names the knob
+        p.get_parsed_content(f"flags#{key}", lazy=False)
+    assert f"{key} must be a boolean (true/false), got 'flase'" in str(err.value.__cause__)
+
+
+DISABLED = [
+    ("train.json", "progress_bar", "train#handlers"),
+    ("inference.json", "simulate_undersampling", "preprocessing"),
+]
+
+
+@pytest.mark.parametrize("config, key, path", DISABLED)
+def test_disabled_switches_use_the_converted_flag(config, key, path):
+    p = ConfigParser()
+    p.read_config(str(CONFIGS / config))
+    assert f'"$not @flags#{key}"' in json.dumps(p.get(path))
