@@ -141,3 +141,33 @@ def test_evaluator_wires_predictions_to_the_right_targets():
     assert m["acc"] == pytest.approx(1.0)
     expected = sum(10 * math.log10(1 / float(((d["image"] - d["target"]) ** 2).mean())) for d in data) / len(data)
     assert m["psnr"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun():
+    from ignite.engine import Engine
+
+    from scripts.workflows.engines import TimeBudgetHandler
+
+    now = [0.0]
+    durations = iter([10.0, 12.0, 11.0, 10.0, 10.0, 10.0])  # seconds per epoch (validation included)
+
+    def step(engine, batch):
+        return None
+
+    engine = Engine(step)
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def advance(e):  # registered before the handler, like the validation and checkpoint handlers
+        now[0] += next(durations)
+
+    handler = TimeBudgetHandler(minutes=40 / 60, clock=lambda: now[0])
+    handler.attach(engine)
+    engine.run([0], max_epochs=6)
+    # after 3 epochs 33 s are used and the longest epoch took 12 s: a 4th would end past 40 s
+    assert engine.state.epoch == 3 and handler.stopped_at_epoch == 3 and now[0] == 33.0
+
+    for minutes in (None, 0):  # disabled: runs every epoch
+        engine2 = Engine(step)
+        TimeBudgetHandler(minutes, clock=lambda: 1e9).attach(engine2)
+        engine2.run([0], max_epochs=3)
+        assert engine2.state.epoch == 3

@@ -18,6 +18,7 @@ from .checkpoint import BestModelSaver, LatestCheckpointSaver, ResumeHandler, sa
 from .engines import (
     LossTermsHandler,
     PrepareVLDUNBatch,
+    TimeBudgetHandler,
     TrackingParamsHandler,
     VLDUNEvaluator,
     VLDUNTrainer,
@@ -54,6 +55,7 @@ __all__ = [
     "SaveRestoredd",
     "SliceBySliceInferer",
     "SplitPredictiond",
+    "TimeBudgetHandler",
     "TrackingParamsHandler",
     "VLDUNEvaluator",
     "VLDUNLoss",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -178,6 +179,60 @@ class LossTermsHandler:
     def _publish(self, engine: Engine) -> None:
         for k, s in self._sums.items():
             engine.state.metrics[f"{self.prefix}{k}"] = s / max(self._counts[k], 1)
+
+
+class TimeBudgetHandler:
+    """Stop training before an epoch that would end past a wall-clock budget (``max_minutes`` in train.json).
+
+    Checked at the end of every epoch, after the handlers attached before it (validation, checkpoints): training
+    stops when the time used so far plus the longest epoch seen (validation included) would exceed the budget, so
+    the run ends within it and the best and latest checkpoints are complete. The learning-rate schedule keeps its
+    full ``epochs`` length (set ``epochs`` to what fits if the cosine should reach its end). The budget counts from
+    this run's start (a resumed run gets a new budget). Under DistributedDataParallel rank 0 decides for all ranks
+    (attach it on every rank).
+
+    Args:
+        minutes: the budget; ``None`` or <= 0 disables the handler.
+        clock: seconds since an arbitrary origin (tests pass a fake clock).
+    """
+
+    def __init__(self, minutes: float | None, clock: Any = None) -> None:
+        self.seconds = None if minutes is None or float(minutes) <= 0 else 60.0 * float(minutes)
+        self.clock = clock or time.monotonic
+        self.stopped_at_epoch: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        if self.seconds is None:
+            return
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_start)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _start(self, engine: Engine) -> None:
+        self._t0, self._longest = self.clock(), 0.0
+
+    def _epoch_start(self, engine: Engine) -> None:
+        self._te = self.clock()
+
+    def _check(self, engine: Engine) -> None:
+        now = self.clock()
+        self._longest = max(self._longest, now - self._te)
+        used = now - self._t0
+        stop = engine.state.epoch < engine.state.max_epochs and used + self._longest > self.seconds
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank must stop after the same epoch (a lone rank leaving would hang the others): rank 0 decides
+            nccl = torch.distributed.get_backend() == "nccl"
+            flag = torch.tensor([int(stop)], device=f"cuda:{torch.cuda.current_device()}" if nccl else "cpu")
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        if stop:
+            self.stopped_at_epoch = engine.state.epoch
+            engine.logger.info(
+                f"TimeBudgetHandler: stopping after epoch {engine.state.epoch} of {engine.state.max_epochs}: "
+                f"{used / 60:.1f} min used, the next epoch (up to {self._longest / 60:.1f} min) would end past the "
+                f"{self.seconds / 60:.1f} min budget"
+            )
+            engine.terminate()
 
 
 def class_pair(logits_key: str, target_key: str):
