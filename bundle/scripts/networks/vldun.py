@@ -385,7 +385,8 @@ class VLDUN(nn.Module):
         # MetaTensor.__torch_function__ costs tens of microseconds per op and the CPU scan issues ~10^5 small ops per
         # forward (profiled: 5x slower validation); run on a plain tensor and give the outputs the input's metadata
         meta_ref = x if isinstance(x, MetaTensor) else None
-        x = x.as_subclass(torch.Tensor)
+        if meta_ref is not None:
+            x = x.as_tensor()
         h, w = x.shape[-2:]
         out: dict[str, Any] = {}
         tokens = None
