@@ -42,6 +42,11 @@ there on that CPU, so meant for a GPU). Examples::
 
     python benchmarks/bench_quality.py --datasets acdc_8x --methods baselines vldun
     python benchmarks/bench_quality.py --datasets acdc_8x --size 128 --batch-size 8 --iterations 1200
+
+Results files can be combined afterwards: ``--aggregate OUT.md A.json B.json ...`` summarises runs that differ only
+in ``--train-seed`` (spread over seeds, claims per seed); ``--merge OUT.json A.json B.json ...`` puts methods of runs
+on the same test set and recipe but with different iteration counts or caps into one table with paired claims (e.g.
+VL-DUN capped by wall-clock next to UNets at the same number of iterations); ``--render JSON`` redraws one file.
 """
 
 from __future__ import annotations
@@ -610,11 +615,22 @@ def render_markdown(res: Mapping[str, Any]) -> str:
         f"`sample_seed({cfg['seed']}, '{res['dataset']}', slice_index)`; training masks fresh per sample; "
         f"training seed (initialisation, batch order, training masks) {cfg.get('train_seed', cfg['seed'])}",
         f"- size {cfg['size']}×{cfg['size']}, batch {cfg['batch_size']}, AdamW lr {cfg['lr']}, random flips, "
-        f"{cfg['iterations']} iterations per learned method"
-        + (f" (capped at {cfg['time_budget']} s)" if cfg.get("time_budget") else "")
+        + (
+            "iterations per learned method as in the table's *iterations* column (runs merged below)"
+            if res.get("merged_from")
+            else f"{cfg['iterations']} iterations per learned method"
+            + (f" (capped at {cfg['time_budget']} s)" if cfg.get("time_budget") else "")
+        )
         + f", last iterate; UNets: MONAI BasicUNet features {tuple(cfg['unet_features'])}; VL-DUN preset "
         f"`{cfg['preset']}`, VLDUNLoss (L1 + Dice-CE + {cfg['lambda_prior']}·focal(modality) + "
         f"{cfg['lambda_prior']}·CE(degradation)); CLIP randomly initialised (no pretrained weights available)",
+        *(
+            f"- merged by `--merge` from `{src['file']}`: {', '.join(src['methods'])}; {src['iterations']} "
+            f"iterations"
+            + (f", capped at {src['time_budget']:.0f} s" if src.get("time_budget") else "")
+            + f", git `{src.get('git_commit')}`"
+            for src in res.get("merged_from", ())
+        ),
         f"- code: git `{res['machine'].get('git_commit', 'not recorded')}`; VL-DUN preset `{cfg['preset']}` = "
         f"`{json.dumps(res.get('vldun_preset_config', 'not recorded'))}`",
         f"- threads: torch.set_num_threads({cfg['threads']}); machine: {res['machine']['cpu']} "
@@ -781,6 +797,66 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
     return "\n".join(lines) + "\n"
 
 
+# Keys that must agree for rows of different runs to share one table: the test set, its masks and the training
+# recipe. Iterations and the wall-clock cap may differ (that is the point of a merge); each row records its own.
+_MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lambda_prior", "unet_features")
+
+
+def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
+    """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
+    VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
+
+    Raises ``ValueError`` naming the file and the key when the runs are not comparable, or when a method appears in
+    more than one run (which row to keep would be a silent choice).
+    """
+    if len(results) < 2:
+        raise ValueError("--merge needs at least two results files")
+    ref, ref_src = results[0], sources[0]
+    for r, src in zip(results[1:], sources[1:]):
+        for key in ("dataset", "degradation", "test_ids"):
+            if r.get(key) != ref.get(key):
+                raise ValueError(f"{src}: {key} differs from {ref_src}; only runs on the same test set can be merged")
+        for key in _MERGE_KEYS:
+            if r["config"].get(key) != ref["config"].get(key):
+                raise ValueError(
+                    f"{src}: config {key}={r['config'].get(key)!r} differs from {ref_src} "
+                    f"({ref['config'].get(key)!r}); only runs with the same recipe can be merged"
+                )
+    methods: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for r, src in zip(results, sources):
+        for m, row in r["methods"].items():
+            if m in methods:
+                raise ValueError(f"method {m!r} is in both {origin[m]} and {src}; drop it from one of them")
+            methods[m], origin[m] = row, src
+    iterations = sorted({r["config"]["iterations"] for r in results})
+    budgets = sorted({r["config"].get("time_budget") or 0 for r in results})
+    config = {**ref["config"], "iterations": iterations[0] if len(iterations) == 1 else iterations}
+    config["time_budget"] = (budgets[0] or None) if len(budgets) == 1 else [b or None for b in budgets]
+    with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
+    prefix = ref["title"].split("px,")[0] + "px"
+    return {
+        **{k: v for k, v in ref.items() if k not in ("methods", "commands", "plot")},
+        "title": f"{prefix}, merged from {len(results)} runs",
+        "budget_label": budget_label,
+        "config": config,
+        "vldun_preset_config": with_vldun.get("vldun_preset_config", ref.get("vldun_preset_config")),
+        "machine": with_vldun["machine"],
+        "merged_from": [
+            {
+                "file": src,
+                "methods": list(r["methods"]),
+                "iterations": r["config"]["iterations"],
+                "time_budget": r["config"].get("time_budget"),
+                "git_commit": r["machine"].get("git_commit"),
+            }
+            for r, src in zip(results, sources)
+        ],
+        "methods": methods,
+        "commands": [c for r in results for c in r["commands"]],
+    }
+
+
 def plot(res: Mapping[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -871,6 +947,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="OUT.md JSON JSON...: summarise runs that differ only in --train-seed",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="OUT.json JSON JSON...: one table from runs on the same test set and recipe (iterations may differ)",
     )
     return p
 
@@ -1008,6 +1091,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = [json.loads(Path(f).read_text()) for f in files]
         Path(out).write_text(render_seed_summary(results, [Path(f).name for f in files]))
         print(f"wrote {out}")
+        return 0
+    if args.merge:
+        out, *files = (Path(f) for f in args.merge)
+        if out.suffix != ".json":
+            raise SystemExit(f"--merge: the first path is the output and must end in .json, got {out}")
+        try:
+            res = merge_runs(
+                [json.loads(f.read_text()) for f in files],
+                [f.name for f in files],
+                args.budget_label or "merged runs (see the setup for each run's budget)",
+            )
+        except ValueError as e:
+            raise SystemExit(f"--merge: {e}") from None
+        png = out.with_suffix(".png")
+        res["plot"] = png.name if plot(res, png) else None
+        out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+        out.with_suffix(".md").write_text(render_markdown(res))
+        print(f"wrote {out.with_suffix('.md')}")
         return 0
     if args.render:
         jpath = Path(args.render)

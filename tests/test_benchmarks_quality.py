@@ -248,3 +248,79 @@ def test_seed_summary_verdicts():
     other["config"]["size"] = 64
     with pytest.raises(ValueError, match="differ only"):
         bq.render_seed_summary([run(0, 0.2), other], ["a", "b"])
+
+
+def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
+    config = {"size": 32, "batch_size": 2, "lr": 1e-3, "seed": 0, "train_seed": 0, "preset": "tiny"}
+    config.update(iterations=iterations, time_budget=time_budget, lambda_prior=0.1, unet_features=[4] * 6, threads=1)
+    config.update(cfg)
+    return {
+        "title": f"d (radial:60), 32px, {iterations} iterations",
+        "budget_label": "b",
+        "dataset": "d",
+        "modality": "CT",
+        "source": "/data/d",
+        "train_slices": 4,
+        "test_slices": 3,
+        "degradation": "radial:60",
+        "degradation_text": "60 radial spokes",
+        "test_ids": ["a", "b", "c"],
+        "test_groups": ["p1", "p1", "p2"],
+        "class_names": ["background", "x"],
+        "config": config,
+        "machine": {
+            "git_commit": f"g{iterations}",
+            "cpu": "c",
+            "cpu_count": 2,
+            "platform": "p",
+            "torch": "t",
+            "monai": "m",
+        },
+        "methods": methods,
+        "commands": [{"command": f"run {iterations}", "methods": list(methods), "date": "d", "seconds": 1.0}],
+    }
+
+
+def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
+    unets = _run_file({"rec_unet": {"iterations": 300}, "sequential": {"iterations": 300}}, 300)
+    joint = _run_file({"vldun": {"iterations": 120}}, 1200, time_budget=60.0)
+    res = bq.merge_runs([unets, joint], ["u.json", "j.json"], "label")
+    assert list(res["methods"]) == ["rec_unet", "sequential", "vldun"]
+    assert res["config"]["iterations"] == [300, 1200] and res["config"]["time_budget"] == [None, 60.0]
+    assert res["machine"]["git_commit"] == "g1200"  # the VL-DUN run's code is the one the preset config describes
+    assert [c["command"] for c in res["commands"]] == ["run 300", "run 1200"]
+    assert res["title"] == "d (radial:60), 32px, merged from 2 runs" and res["budget_label"] == "label"
+    assert [m["file"] for m in res["merged_from"]] == ["u.json", "j.json"]
+    with pytest.raises(ValueError, match=r"j\.json: config size=64"):
+        bq.merge_runs([unets, _run_file({"vldun": {}}, 1200, size=64)], ["u.json", "j.json"], "l")
+    other_test = _run_file({"vldun": {}}, 1200)
+    other_test["test_ids"] = ["a", "b"]
+    with pytest.raises(ValueError, match="test_ids differs"):
+        bq.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
+    with pytest.raises(ValueError, match="'rec_unet' is in both"):
+        bq.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
+
+
+def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):
+    files = []
+    for name, methods, its in (("u", ("zero_filled", "rec_unet"), 300), ("j", ("vldun",), 1200)):
+        rows = {}
+        for m in methods:
+            rows[m] = {
+                "iterations": its,
+                "train_seconds": 1.0,
+                "sec_per_iter": 0.1,
+                "params": 10,
+                "psnr": [20.0, 21.0, 22.0],
+                "psnr_mean": 21.0,
+                "psnr_std": 0.8,
+            }
+        f = tmp_path / f"{name}.json"
+        f.write_text(json.dumps(_run_file(rows, its)))
+        files.append(str(f))
+    out = tmp_path / "m.json"
+    assert bq.main(["--merge", str(out), *files, "--budget-label", "two budgets"]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "**two budgets**" in md and "merged by `--merge` from `u.json`" in md and "(`vldun`) | 1200 |" in md
+    with pytest.raises(SystemExit, match="must end in .json"):
+        bq.main(["--merge", str(tmp_path / "m.md"), *files])
