@@ -1062,13 +1062,13 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
             pass  # its restoration network is reported inside the sequential row
         summary = ", ".join(f"{k} {r[k]:.3f}" for k in ("psnr_mean", "ssim_mean", "dice_mean", "iou_mean") if k in r)
         print(f"   {m}: {summary} ({time.perf_counter() - t:.0f} s)", flush=True)
-        _write(res, jpath, out_dir, tag, command, methods, t_all, partial=True)
-    _write(res, jpath, out_dir, tag, command, methods, t_all, partial=False)
+        _write(res, jpath, command, methods, t_all, partial=True)
+    _write(res, jpath, command, methods, t_all, partial=False)
     print(f"results: {jpath.with_suffix('.md')}", flush=True)
     return jpath.with_suffix(".md")
 
 
-def _write(res, jpath: Path, out_dir: Path, tag: str, command: str, methods, t_all: float, partial: bool) -> None:
+def _write(res, jpath: Path, command: str, methods, t_all: float, partial: bool) -> None:
     entry = {
         "command": command,
         "methods": list(methods),
@@ -1078,10 +1078,25 @@ def _write(res, jpath: Path, out_dir: Path, tag: str, command: str, methods, t_a
     }
     cmds = [c for c in res["commands"] if not (c["command"] == command and not c.get("complete", True))]
     res["commands"] = cmds + [entry]
-    png = out_dir / f"quality_{tag}.png"
+    _save(res, jpath)
+
+
+def _save(res: dict[str, Any], jpath: Path) -> None:
+    """Write a results dict as ``jpath`` (JSON) with its plot and markdown beside it."""
+    png = jpath.with_suffix(".png")
     res["plot"] = png.name if plot(res, png) else None
     jpath.write_text(json.dumps(res, indent=1, default=float) + "\n")
     jpath.with_suffix(".md").write_text(render_markdown(res))
+
+
+def _load_results(path: Path) -> dict[str, Any]:
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: not a readable results JSON ({e})") from None
+    if not isinstance(res, dict) or not {"config", "methods", "dataset"} <= res.keys():
+        raise SystemExit(f"{path}: not a bench_quality results file (no config / methods / dataset)")
+    return res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1098,16 +1113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--merge: the first path is the output and must end in .json, got {out}")
         try:
             res = merge_runs(
-                [json.loads(f.read_text()) for f in files],
+                [_load_results(f) for f in files],
                 [f.name for f in files],
                 args.budget_label or "merged runs (see the setup for each run's budget)",
             )
         except ValueError as e:
             raise SystemExit(f"--merge: {e}") from None
-        png = out.with_suffix(".png")
-        res["plot"] = png.name if plot(res, png) else None
-        out.write_text(json.dumps(res, indent=1, default=float) + "\n")
-        out.with_suffix(".md").write_text(render_markdown(res))
+        _save(res, out)
         print(f"wrote {out.with_suffix('.md')}")
         return 0
     if args.render:

@@ -324,3 +324,8 @@ def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):
     assert "**two budgets**" in md and "merged by `--merge` from `u.json`" in md and "(`vldun`) | 1200 |" in md
     with pytest.raises(SystemExit, match="must end in .json"):
         bq.main(["--merge", str(tmp_path / "m.md"), *files])
+    with pytest.raises(SystemExit, match=r"absent\.json: not a readable results JSON"):
+        bq.main(["--merge", str(out), files[0], str(tmp_path / "absent.json")])
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(SystemExit, match=r"other\.json: not a bench_quality results file"):
+        bq.main(["--merge", str(out), files[0], str(tmp_path / "other.json")])
