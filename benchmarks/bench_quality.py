@@ -1103,8 +1103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.aggregate:
         out, *files = args.aggregate
-        results = [json.loads(Path(f).read_text()) for f in files]
-        Path(out).write_text(render_seed_summary(results, [Path(f).name for f in files]))
+        try:
+            md = render_seed_summary([_load_results(Path(f)) for f in files], [Path(f).name for f in files])
+        except ValueError as e:
+            raise SystemExit(f"--aggregate: {e}") from None
+        Path(out).write_text(md)
         print(f"wrote {out}")
         return 0
     if args.merge:
@@ -1124,15 +1127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.render:
         jpath = Path(args.render)
-        res = json.loads(jpath.read_text())
+        res = _load_results(jpath)
         if "test_groups" not in res and Path(res.get("source", "")).exists():  # results of an older version
             d = load_slices(res["source"], 8, preset=args.preset_data, modality=args.modality)
             if len(d.test) == res["test_slices"]:
                 res["test_ids"], res["test_groups"] = list(d.test.ids), list(d.test.groups)
-                jpath.write_text(json.dumps(res, indent=1, default=float) + "\n")
-        png = jpath.with_suffix(".png")
-        res["plot"] = png.name if plot(res, png) else None
-        jpath.with_suffix(".md").write_text(render_markdown(res))
+        _save(res, jpath)
         print(f"rendered {jpath.with_suffix('.md')}")
         return 0
     torch.set_num_threads(max(1, args.threads))

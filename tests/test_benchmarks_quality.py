@@ -329,3 +329,5 @@ def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):
     (tmp_path / "other.json").write_text('{"a": 1}')
     with pytest.raises(SystemExit, match=r"other\.json: not a bench_quality results file"):
         bq.main(["--merge", str(out), files[0], str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit, match=r"absent\.json: not a readable results JSON"):
+        bq.main(["--aggregate", str(tmp_path / "s.md"), files[0], str(tmp_path / "absent.json")])
