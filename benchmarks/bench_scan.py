@@ -1,14 +1,17 @@
-"""CPU selective-scan benchmark: our chunked scan vs mambapy's parallel scan vs a sequential scan.
+"""CPU selective-scan benchmark: our fused numba scan and chunked scan vs mambapy's parallel scan vs a sequential one.
 
 Run from the repository root::
 
     python benchmarks/bench_scan.py                 # L = 4,096 / 16,384 / 65,536, E = 96, N = 16, B = 1,
                                                     # timed at 2 threads, then at 1 thread
+    python benchmarks/bench_scan.py --small-step    # the shapes of one `small` 128² batch-8 training step (with
+                                                    # their call counts) and (1, 96, 65,536, 16); sums per step
     python benchmarks/bench_scan.py --tune          # also a chunk_size x group_chunks grid for the defaults
 
-Prints a markdown table and writes ``benchmarks/results/scan.md`` and ``benchmarks/results/scan.png``.
+Prints a markdown table and writes ``benchmarks/results/scan.md`` and ``scan.png`` (``scan_small_step.*`` with
+``--small-step``).
 
-All three compute the same thing (Mamba-1 semantics, float32): y = selective_scan(u, delta, A, B, C, D) with delta
+All compute the same thing (Mamba-1 semantics, float32): y = selective_scan(u, delta, A, B, C, D) with delta
 already positive; the loss is sum(y^2). Timings are wall-clock, best of ``--reps`` (the sequential scan is run once
 at L >= 65,536: its backward takes ~30 s). Peak memory is the peak of live tensor bytes allocated during forward +
 backward (inputs excluded), from torch.profiler's allocation/free events (``profile_memory=True``), in a separate
@@ -42,6 +45,7 @@ from scripts.networks.selective_scan import (  # noqa: E402
     selective_scan_chunked,
     selective_scan_sequential,
 )
+from scripts.networks.selective_scan_numba import numba_available, selective_scan_numba, warm_up  # noqa: E402
 
 try:
     from mambapy.pscan import pscan as mambapy_pscan
@@ -52,6 +56,18 @@ except ImportError:  # mambapy is in requirements.txt, but keep the benchmark us
 # ------------------------------------------------------------------------------------------------------------------
 # the three implementations, each taking the inputs in its own layout
 # ------------------------------------------------------------------------------------------------------------------
+# (B, E, L, N, calls per training step): the scans of one `small` 128² batch-8 step (7 stages x 2 BiMamba layers x 2
+# directions = 28 calls; dec1 and refine run at 2C), read off the network with forward hooks
+SMALL_STEP_SHAPES = [
+    (8, 16, 16384, 8, 4),
+    (8, 32, 16384, 8, 4),
+    (8, 32, 4096, 8, 8),
+    (8, 64, 1024, 8, 8),
+    (8, 128, 256, 8, 4),
+]
+LONG_SHAPE = (1, 96, 65536, 16, 0)  # the paper preset's longest scan; not part of the small step's sum
+
+
 def make_inputs(length: int, e: int = 96, n: int = 16, b: int = 1, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {
@@ -66,6 +82,10 @@ def make_inputs(length: int, e: int = 96, n: int = 16, b: int = 1, seed: int = 0
 
 def run_chunked(inp, chunk_size=DEFAULT_CHUNK_SIZE, group_chunks=DEFAULT_GROUP_CHUNKS):
     return selective_scan_chunked(**inp, chunk_size=chunk_size, group_chunks=group_chunks)
+
+
+def run_numba(inp):
+    return selective_scan_numba(**inp)
 
 
 def run_sequential(inp):
@@ -88,6 +108,7 @@ def run_mambapy(inp):
 
 
 METHODS = {
+    "numba fused (ours)": (run_numba, lambda inp: inp, lambda y: y),
     "chunked (ours)": (run_chunked, lambda inp: inp, lambda y: y),
     "mambapy pscan": (run_mambapy, to_mambapy_layout, lambda y: y.transpose(1, 2)),
     "sequential": (run_sequential, lambda inp: inp, lambda y: y),
@@ -155,17 +176,23 @@ def load_average() -> str:
         return "n/a"
 
 
-def benchmark(lengths, thread_counts, reps, seq_once_from, methods, seq_max_length=None):
-    """Rows {L, method, threads, fwd, bwd, reps, mem, err}; memory is measured once per (L, method)."""
+def benchmark(cases, thread_counts, reps, seq_once_from, methods, seq_max_length=None):
+    """Rows {shape, count, method, threads, fwd, bwd, reps, mem, err}; memory is measured once per (case, method).
+
+    ``cases``: (B, E, L, N, calls per step) tuples.
+    """
     rows = []
-    for length in lengths:
-        inp = make_inputs(length)
+    for b, e, length, n, count in cases:
+        inp = make_inputs(length, e=e, n=n, b=b)
+        shape = (b, e, length, n)
         outputs, mems = {}, {}
         for ti, threads in enumerate(thread_counts):
             torch.set_num_threads(threads)
             for name in methods:
                 fn, layout, back = METHODS[name]
                 if name == "mambapy pscan" and mambapy_pscan is None:
+                    continue
+                if name == "numba fused (ours)" and not numba_available():
                     continue
                 if name == "sequential" and seq_max_length is not None and length > seq_max_length:
                     continue
@@ -181,6 +208,8 @@ def benchmark(lengths, thread_counts, reps, seq_once_from, methods, seq_max_leng
                 rows.append(
                     {
                         "L": length,
+                        "shape": shape,
+                        "count": count,
                         "method": name,
                         "threads": threads,
                         "fwd": best_f,
@@ -190,8 +219,7 @@ def benchmark(lengths, thread_counts, reps, seq_once_from, methods, seq_max_leng
                     }
                 )
                 print(
-                    f"  L={length:>6} {name:<15} {threads} thr  fwd {best_f:7.3f} s  bwd {best_b:7.3f} s  "
-                    f"({n_rep} run(s))",
+                    f"  {shape} {name:<18} {threads} thr  fwd {best_f:7.3f} s  bwd {best_b:7.3f} s  ({n_rep} run(s))",
                     flush=True,
                 )
         torch.set_num_threads(thread_counts[0])
@@ -201,7 +229,7 @@ def benchmark(lengths, thread_counts, reps, seq_once_from, methods, seq_max_leng
                 mems[name] = peak_memory_bytes(fn, layout(inp))
         ref = outputs.get("sequential")
         for r in rows:
-            if r["L"] == length:
+            if r["shape"] == shape:
                 r["mem"] = mems.get(r["method"])
                 r["err"] = None if ref is None else (outputs[r["method"]] - ref).abs().max().item()
         del outputs
@@ -213,6 +241,34 @@ def benchmark(lengths, thread_counts, reps, seq_once_from, methods, seq_max_leng
             r["mem"] = m0 + (m1 - m0) * (r["L"] - l0) / (l1 - l0)
             r["mem_extrapolated"] = True
     return rows
+
+
+def step_summary(rows, baseline: str = "chunked (ours)") -> str:
+    """Per thread count and method: forward + backward summed over one training step's calls, and the speed-up
+    and memory ratio of each method against ``baseline`` (per shape: the smallest speed-up and largest ratio)."""
+    lines = [
+        f"| threads | method | step sum fwd+bwd (s) | speed-up vs {baseline} (step sum) | smallest per-shape "
+        "speed-up | largest per-shape peak-memory ratio |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for threads in sorted({r["threads"] for r in rows}, reverse=True):
+        at = [r for r in rows if r["threads"] == threads]
+        base = {r["shape"]: r for r in at if r["method"] == baseline}
+        for method in dict.fromkeys(r["method"] for r in at):
+            mine = {r["shape"]: r for r in at if r["method"] == method}
+            total = sum((r["fwd"] + r["bwd"]) * r["count"] for r in mine.values())
+            if not base or set(mine) != set(base):
+                lines.append(f"| {threads} | {method} | {total:.3f} | – | – | – |")
+                continue
+            btotal = sum((r["fwd"] + r["bwd"]) * r["count"] for r in base.values())
+            speed = [(base[k]["fwd"] + base[k]["bwd"]) / (mine[k]["fwd"] + mine[k]["bwd"]) for k in mine]
+            mem = [mine[k]["mem"] / base[k]["mem"] for k in mine if mine[k].get("mem") and base[k].get("mem")]
+            lines.append(
+                f"| {threads} | {method} | {total:.3f} | {btotal / total:.2f}x | {min(speed):.2f}x | {max(mem):.2f} |"
+                if mem
+                else f"| {threads} | {method} | {total:.3f} | {btotal / total:.2f}x | {min(speed):.2f}x | – |"
+            )
+    return "\n".join(lines)
 
 
 def tune(length, grid_t, grid_g, reps):
@@ -237,9 +293,9 @@ def tune(length, grid_t, grid_g, reps):
 
 def format_table(rows) -> str:
     out = [
-        "| L | method | threads | fwd (s) | bwd (s) | fwd+bwd (s) | fwd+bwd CPU time (s) "
+        "| (B, E, L, N) | calls/step | method | threads | fwd (s) | bwd (s) | fwd+bwd (s) | fwd+bwd CPU time (s) "
         "| peak live tensor memory (MB) | max abs diff vs sequential |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mem = (
@@ -250,10 +306,31 @@ def format_table(rows) -> str:
         err = "–" if r["err"] is None or r["method"] == "sequential" else f"{r['err']:.1e}"
         runs = "" if r["reps"] > 1 else " ¹"
         out.append(
-            f"| {r['L']:,} | {r['method']}{runs} | {r['threads']} | {r['fwd']:.3f} | {r['bwd']:.3f} | "
-            f"{r['fwd'] + r['bwd']:.3f} | {r['cpu']:.3f} | {mem} | {err} |"
+            f"| {r['shape']} | {r['count'] or '–'} | {r['method']}{runs} | {r['threads']} | {r['fwd']:.3f} | "
+            f"{r['bwd']:.3f} | {r['fwd'] + r['bwd']:.3f} | {r['cpu']:.3f} | {mem} | {err} |"
         )
     return "\n".join(out)
+
+
+def _elements(r) -> int:
+    b, e, length, _ = r["shape"]
+    return b * e * length
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds of ``warm_up()`` in fresh processes: with an empty numba cache (compile) and then with it filled."""
+    import subprocess
+    import tempfile
+
+    code = "from scripts.networks.selective_scan_numba import warm_up; print(warm_up())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "bundle")}
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        for key in ("compile (empty cache)", "load (filled cache)"):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            out[key] = float(res.stdout.strip().splitlines()[-1])
+    return out
 
 
 def plot(rows, path: Path) -> None:
@@ -271,18 +348,18 @@ def plot(rows, path: Path) -> None:
                 continue
             style = ("o-", "s--", "^:")[ti % 3]
             axes[0].plot(
-                [r["L"] for r in rs],
+                [_elements(r) for r in rs],
                 [r["fwd"] + r["bwd"] for r in rs],
                 style,
                 color=f"C{ci}",
                 label=f"{name}, {threads} thr",
             )
             if ti == 0:
-                axes[1].plot([r["L"] for r in rs], [r["mem"] / 1e6 for r in rs], "o-", color=f"C{ci}", label=name)
+                axes[1].plot([_elements(r) for r in rs], [r["mem"] / 1e6 for r in rs], "o", color=f"C{ci}", label=name)
     for ax, title in zip(axes, ("forward + backward time (s)", "peak live tensor memory (MB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length L (E = 96, N = 16, B = 1, float32)")
+        ax.set_xlabel("B x E x L (float32; see the table for each shape)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -300,6 +377,7 @@ def main(argv=None) -> None:
     p.add_argument("--seq-max-length", type=int, default=None, help="skip the sequential scan above this L")
     p.add_argument("--note", action="append", default=[], help="extra bullet for scan.md (repeatable)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--small-step", action="store_true", help="the scan shapes of one small-preset training step")
     p.add_argument("--tune", action="store_true", help="also time a chunk_size x group_chunks grid")
     p.add_argument("--tune-length", type=int, default=16384)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -311,8 +389,21 @@ def main(argv=None) -> None:
     load_before = load_average()
     print(f"# {command}\n# {machine_description(args.threads[0])}\n# load average before: {load_before}", flush=True)
 
-    rows = benchmark(args.lengths, args.threads, args.reps, args.seq_once_from, args.methods, args.seq_max_length)
+    compile_txt = ""
+    if numba_available() and "numba fused (ours)" in args.methods:
+        secs = compile_seconds()
+        compile_txt = "numba JIT, `warm_up()` (float32 + float64 kernels) in a fresh process: " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in secs.items()
+        )
+        print(f"# {compile_txt}", flush=True)
+        warm_up()
+    if args.small_step:
+        cases = SMALL_STEP_SHAPES + [LONG_SHAPE]
+    else:
+        cases = [(1, 96, length, 16, 0) for length in args.lengths]
+    rows = benchmark(cases, args.threads, args.reps, args.seq_once_from, args.methods, args.seq_max_length)
     table = format_table(rows)
+    summary = step_summary([r for r in rows if r["count"]]) if args.small_step else ""
     tune_txt = ""
     if args.tune:
         torch.set_num_threads(args.threads[0])
@@ -320,22 +411,26 @@ def main(argv=None) -> None:
     load_after = load_average()
     print()
     print(table)
+    if summary:
+        print()
+        print(summary)
     if tune_txt:
         print()
         print(tune_txt)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    png = args.out / "scan.png"
+    stem = "scan_small_step" if args.small_step else "scan"
+    png = args.out / f"{stem}.png"
     plot(rows, png)
     md = [
-        "# CPU selective scan: chunked (ours) vs mambapy parallel scan vs sequential",
+        "# CPU selective scan: numba fused and chunked (ours) vs mambapy parallel scan vs sequential",
         "",
         f"- Command (repository root): `{command}`",
         f"- Date: {started.isoformat(timespec='seconds')}",
         f"- Machine: {machine_description(args.threads[0])}",
         f"- Load average (1/5/15 min) before / after: {load_before} | {load_after} (shared machine: wall times "
         "are noisy when others run)",
-        f"- Problem: B = 1, E = 96, N = 16, float32, Mamba-1 semantics with D, delta > 0 given; loss sum(y^2). "
+        "- Problem: the (B, E, L, N) in the table, float32, Mamba-1 semantics with D, delta > 0 given; loss sum(y^2). "
         f"Our scan: chunk_size = {DEFAULT_CHUNK_SIZE}, group_chunks = {DEFAULT_GROUP_CHUNKS}, "
         f"num_threads = {DEFAULT_NUM_THREADS} (defaults: the scan itself runs with that many intra-op threads, "
         "whatever the process setting in the threads column).",
@@ -352,16 +447,24 @@ def main(argv=None) -> None:
         "ACTIVE, to measure another policy).",
         "- CPU time: process time (all threads) of forward + backward, the minimum over runs, like the wall times.",
         "- Last column: max abs difference of the output from the sequential scan (float32).",
+        "- numba fused: `scripts.networks.selective_scan_numba` (one compiled forward and one backward kernel; its "
+        "worker threads follow the threads column).",
+        *([f"- {compile_txt}"] if compile_txt else []),
         *[f"- {n}" for n in args.note],
         "",
         table,
         "",
+        *(
+            ["## One `small` 128² batch-8 training step (sum over its 28 scan calls)", "", summary, ""]
+            if summary
+            else []
+        ),
         f"![time and memory]({png.name})",
     ]
     if tune_txt:
         md += ["", "## Tuning of the chunked scan", "", tune_txt]
-    (args.out / "scan.md").write_text("\n".join(md) + "\n")
-    print(f"\nwrote {args.out / 'scan.md'} and {png}")
+    (args.out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print(f"\nwrote {args.out / f'{stem}.md'} and {png}")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,12 @@ def test_no_frequency_decoupling_removes_the_fusion_conv():
     full, plain = MDPMM(16, **KW), MDPMM(16, freq_decouple=False, **KW)
     assert not hasattr(plain, "fuse")
     assert _n(full) - _n(plain) == (2 * 16 * 16 + 16) - 2 * 16  # fusion conv out, second LayerNorm in
+
+
+def test_fusion_equals_the_concatenated_formulation():
+    """x + fuse(cat[lo, hi]) of the paper, computed without the concatenation."""
+    torch.manual_seed(0)
+    m = MDPMM(8, **KW).double()
+    x = torch.randn(2, 8, 6, 5, dtype=torch.float64)
+    out, (lo, hi) = m(x, return_bands=True)
+    torch.testing.assert_close(out, x + m.fuse(torch.cat([lo, hi], dim=1)), rtol=1e-12, atol=1e-12)

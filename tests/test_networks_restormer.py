@@ -77,3 +77,16 @@ def test_down_and_upsample_shapes_and_params():
     assert sum(p.numel() for p in u.parameters()) == 32 * 64 * 9  # Conv3x3 C -> 2C, no bias
     with pytest.raises(ValueError):
         Downsample(15)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_gdfn_equals_the_chunked_formulation(bias):
+    """The split computation (two half convs) is Restormer's ``dwconv(project_in(x)).chunk(2)`` exactly."""
+    torch.manual_seed(0)
+    g = GDFN(8, 2.66, bias=bias).double()
+    x = torch.randn(2, 8, 6, 5, dtype=torch.float64)
+    x1, x2 = g.dwconv(g.project_in(x)).chunk(2, dim=1)
+    ref = g.project_out(F.gelu(x1) * x2)
+    torch.testing.assert_close(g(x), ref, rtol=1e-12, atol=1e-12)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(g(xc), ref, rtol=1e-12, atol=1e-12)

@@ -4,6 +4,7 @@ The map is flattened row-major into a sequence of L = H * W tokens. One shared `
 forward branch runs causal depthwise conv1d -> SiLU -> x_proj/dt_proj -> selective scan on the sequence, the
 backward branch does the same on the reversed sequence with its own conv1d, x_proj, dt_proj, A_log and D; the
 two outputs are summed (the backward one flipped back), gated by SiLU(z) and projected back by ``out_proj``.
+The fast path computes the backward branch without flipping anything (anti-causal conv, reverse scan).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .selective_scan import selective_scan, selective_scan_sequential
+from .selective_scan import canonical_backend, resolve_backend, selective_scan
+from .selective_scan_numba import causal_conv1d_silu_numba
 
 __all__ = ["BiMamba2D"]
 
@@ -31,9 +33,10 @@ class _ScanBranch(nn.Module):
         dt_min: float = 1e-3,
         dt_max: float = 0.1,
         dt_init_floor: float = 1e-4,
+        chunk_size: int | None = None,
     ):
         super().__init__()
-        self.d_inner, self.d_state, self.dt_rank = d_inner, d_state, dt_rank
+        self.d_inner, self.d_state, self.dt_rank, self.chunk_size = d_inner, d_state, dt_rank, chunk_size
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=True)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
@@ -52,16 +55,27 @@ class _ScanBranch(nn.Module):
         self.D = nn.Parameter(torch.ones(d_inner))
         self.D._no_weight_decay = True
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None, scan) -> torch.Tensor:
-        """x, z: (B, E, L) -> (B, E, L) = scan(...) (gated by silu(z) if z is given)."""
-        length = x.shape[-1]
-        x = F.silu(self.conv1d(x)[..., :length])  # causal: pad d_conv - 1 on both sides, keep the first L
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None, backend: str, reverse: bool = False) -> torch.Tensor:
+        """x, z: (B, E, L) -> (B, E, L) = scan(...) (gated by silu(z) if z is given), on a resolved ``backend``.
+
+        ``reverse=True`` is this branch applied to the reversed sequence, with the result reversed back, computed
+        without flipping anything: the causal conv of the reversed sequence is the anti-causal conv with the
+        kernel flipped, and the scan runs backwards.
+        """
+        length, k = x.shape[-1], self.conv1d.kernel_size[0]
+        if backend == "numba":  # conv + SiLU fused on the CPU (3x less time than torch's depthwise conv1d)
+            x = causal_conv1d_silu_numba(x, self.conv1d.weight[:, 0], self.conv1d.bias, reverse=reverse)
+        elif reverse:
+            w = self.conv1d.weight.flip(-1)
+            x = F.silu(F.conv1d(x, w, self.conv1d.bias, padding=k - 1, groups=self.d_inner)[..., k - 1 :])
+        else:  # causal: pad k - 1 on both sides, keep the first L
+            x = F.silu(self.conv1d(x)[..., :length])
         x_dbl = torch.matmul(self.x_proj.weight, x)  # (B, R + 2N, L)
         dt, b, c = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = torch.matmul(self.dt_proj.weight, dt)  # (B, E, L); its bias goes in as delta_bias
         pdt = torch.promote_types(x.dtype, torch.float32)  # A, D, bias in float32 (float64 stays float64)
         A = -torch.exp(self.A_log.to(pdt))
-        return scan(
+        return selective_scan(
             x,
             dt,
             A,
@@ -71,6 +85,9 @@ class _ScanBranch(nn.Module):
             z=z,
             delta_bias=self.dt_proj.bias.to(pdt),
             delta_softplus=True,
+            reverse=reverse,
+            backend=backend,
+            chunk_size=self.chunk_size,
         )
 
 
@@ -83,8 +100,9 @@ class BiMamba2D(nn.Module):
         d_conv: kernel of the causal depthwise conv1d.
         expand: inner width E = int(expand * C).
         dt_rank: rank R of the delta projection; ``"auto"`` = ceil(C / 16).
-        backend: selective-scan backend, ``"auto"`` | ``"torch"`` | ``"mamba_ssm"``
-            (see :func:`scripts.networks.selective_scan.selective_scan`).
+        backend: selective-scan backend, ``"auto"`` | ``"numba"`` | ``"chunked"`` | ``"mamba_ssm"`` |
+            ``"reference"`` (see :func:`scripts.networks.selective_scan.resolve_backend`; ``"torch"`` is the old
+            name of ``"chunked"``).
         chunk_size: chunk length of the pure-PyTorch scan (None: its measured default).
 
     Shapes: x (B, C, H, W) is flattened row-major to L = H * W tokens; in_proj C -> 2E gives x, z (B, E, L);
@@ -111,41 +129,48 @@ class BiMamba2D(nn.Module):
         chunk_size: int | None = None,
     ):
         super().__init__()
-        if backend not in ("auto", "torch", "mamba_ssm"):
-            raise ValueError(f"backend must be 'auto', 'torch' or 'mamba_ssm', got {backend!r}")
+        if canonical_backend(backend) == "numba":  # unknown names and a missing numba fail here, not in forward
+            resolve_backend(backend, "cpu")  # numba missing: say so when the network is built
         self.dim, self.d_state, self.d_conv, self.expand = dim, d_state, d_conv, expand
         self.d_inner = int(expand * dim)
         self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
         self.backend, self.chunk_size = backend, chunk_size
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
-        self.fwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank)  # forward direction
-        self.bwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank)  # reversed direction, own parameters
+        # the two directions have their own parameters
+        self.fwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank, chunk_size=chunk_size)
+        self.bwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank, chunk_size=chunk_size)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
-
-    def _scan(self, *args, **kwargs):
-        return selective_scan(*args, backend=self.backend, chunk_size=self.chunk_size, **kwargs)
 
     def _in(self, x: torch.Tensor):
         b, c, h, w = x.shape
         if c != self.dim:
             raise ValueError(f"expected {self.dim} channels, got {c}")
-        xz = torch.matmul(self.in_proj.weight, x.reshape(b, c, h * w))  # (B, 2E, L), row-major tokens
-        return xz.chunk(2, dim=1)
+        # row-major tokens (B, C, L): a view for contiguous and for channels-last maps. x and z come from the two
+        # halves of in_proj as separate products, so that each is a contiguous (B, E, L) for the scan.
+        tokens = x.reshape(b, c, h * w)
+        wx, wz = self.in_proj.weight.chunk(2, dim=0)
+        return torch.matmul(wx, tokens), torch.matmul(wz, tokens)
 
     def _out(self, y: torch.Tensor, shape) -> torch.Tensor:
-        return torch.matmul(self.out_proj.weight, y).reshape(shape)  # (B, C, L) -> (B, C, H, W)
+        # (B, E, L) -> (B, C, L) -> (B, C, H, W) in channels-last memory, the layout of the maps around it. The one
+        # copy is of the C-channel result; projecting to (B, L, C) directly would hand the scans' backward a
+        # transposed gradient to copy, E = 2C channels, once per direction.
+        b, c, h, w = shape
+        y = torch.matmul(self.out_proj.weight, y).transpose(1, 2).contiguous()
+        return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs, z = self._in(x)
-        # each branch gates by silu(z) inside the scan; flip(silu(flip z) * y_b) = silu(z) * flip(y_b)
-        y = self.fwd(xs, z, self._scan) + self.bwd(xs.flip(-1), z.flip(-1), self._scan).flip(-1)
+        # each branch gates by silu(z) inside the scan; the backward branch scans the same tensors in reverse
+        backend = resolve_backend(self.backend, x.device)
+        y = self.fwd(xs, z, backend) + self.bwd(xs, z, backend, reverse=True)
         return self._out(y, x.shape)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Readable path: sequential scan, y = (y_f + flip(y_b)) * silu(z). Slow; for tests."""
         xs, z = self._in(x)
-        y_f = self.fwd(xs, None, selective_scan_sequential)
-        y_b = self.bwd(xs.flip(-1), None, selective_scan_sequential)
+        y_f = self.fwd(xs, None, "reference")  # the sequential loop over time
+        y_b = self.bwd(xs.flip(-1), None, "reference")
         y = (y_f + y_b.flip(-1)) * F.silu(z)
         return self._out(y, x.shape)
 

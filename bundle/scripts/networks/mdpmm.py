@@ -104,7 +104,9 @@ class MDPMM(nn.Module):
             low, _ = frequency_split(u, self.pool_size)
             lo = self.gdfn(low)
         hi = self.mamba(u - low)
-        x = x + self.fuse(torch.cat([lo, hi], dim=1))
+        # fuse(cat[lo, hi]) as two products with the halves of its weight: no concatenated copy
+        w_lo, w_hi = self.fuse.weight.split(self.dim, dim=1)
+        x = x + F.conv2d(lo, w_lo, self.fuse.bias) + F.conv2d(hi, w_hi)
         return (x, (lo, hi)) if return_bands else x
 
     def extra_repr(self) -> str:

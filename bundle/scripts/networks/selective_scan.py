@@ -25,8 +25,11 @@ Three functions:
   each group's states from its saved start state and runs the adjoint recurrence (the same two-level scan in
   reverse). So (B, L, E, N) is never materialised for the whole sequence. On CPU it runs with one intra-op thread
   by default (``num_threads``; see ``DEFAULT_NUM_THREADS`` for the measurements behind that choice).
-* :func:`selective_scan` - the dispatcher: mamba_ssm's CUDA kernel when it imports and the tensors are on CUDA,
-  the chunked path otherwise (``backend`` forces one).
+* :func:`selective_scan` - the dispatcher over the backends: ``"numba"`` (the fused CPU kernel of
+  :mod:`scripts.networks.selective_scan_numba`), ``"chunked"``, ``"mamba_ssm"`` (its CUDA kernel) and
+  ``"reference"``. ``"auto"`` picks mamba_ssm for CUDA tensors when it imports, numba for CPU tensors when it
+  imports, the chunked scan otherwise. ``reverse=True`` scans from the last step to the first: natively in numba,
+  by flipping inputs and output for the others.
 
 Example::
 
@@ -42,11 +45,16 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from .selective_scan_numba import numba_available, numba_import_error, selective_scan_numba
+
 __all__ = [
+    "SCAN_BACKENDS",
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_GROUP_CHUNKS",
     "DEFAULT_NUM_THREADS",
+    "canonical_backend",
     "mamba_ssm_available",
+    "resolve_backend",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_sequential",
@@ -65,7 +73,9 @@ DEFAULT_GROUP_CHUNKS = 16
 # with OMP_WAIT_POLICY=PASSIVE both thread counts took ~1.6 s. None = keep torch's setting.
 DEFAULT_NUM_THREADS: int | None = 1
 
-_BACKENDS = ("auto", "torch", "mamba_ssm")
+SCAN_BACKENDS = ("auto", "numba", "chunked", "mamba_ssm", "reference")
+# configs written before the numba backend existed say "torch" for the chunked scan
+_BACKEND_ALIASES = {"torch": "chunked"}
 _MAMBA_FN = None
 _MAMBA_IMPORT_ERROR: str | None = None
 _MAMBA_IMPORT_TRIED = False
@@ -368,6 +378,46 @@ def selective_scan_chunked(
 # ----------------------------------------------------------------------------------------------------------------
 # dispatcher
 # ----------------------------------------------------------------------------------------------------------------
+def canonical_backend(backend: str) -> str:
+    """``backend`` checked against :data:`SCAN_BACKENDS` (old names mapped to new ones)."""
+    name = _BACKEND_ALIASES.get(backend, backend)
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"scan backend must be one of {SCAN_BACKENDS}, got {backend!r}")
+    return name
+
+
+def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+    """The concrete backend ``selective_scan`` uses for ``backend`` on ``device`` (checks availability).
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when the named backend cannot run there.
+    """
+    backend = canonical_backend(backend)
+    device = torch.device(device)
+    if backend == "auto":
+        if device.type == "cuda" and _mamba_selective_scan_fn() is not None:
+            return "mamba_ssm"
+        if device.type == "cpu" and numba_available():
+            return "numba"
+        return "chunked"
+    if backend == "mamba_ssm":
+        if _mamba_selective_scan_fn() is None:
+            raise RuntimeError(
+                "scan backend 'mamba_ssm' was requested but mamba_ssm's selective_scan_fn cannot be imported "
+                f"({_MAMBA_IMPORT_ERROR}); install mamba-ssm on a CUDA machine or use 'auto'"
+            )
+        if device.type != "cuda":
+            raise RuntimeError("scan backend 'mamba_ssm' needs CUDA tensors; use 'auto', 'numba' or 'chunked' on CPU")
+    if backend == "numba":
+        if not numba_available():
+            raise RuntimeError(
+                f"scan backend 'numba' was requested but numba cannot be imported ({numba_import_error()}); "
+                "pip install numba, or use 'auto' or 'chunked'"
+            )
+        if device.type != "cpu":
+            raise RuntimeError(f"scan backend 'numba' runs on CPU tensors, got {device}; use 'auto' on a GPU")
+    return backend
+
+
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -380,38 +430,35 @@ def selective_scan(
     delta_softplus: bool = False,
     return_last_state: bool = False,
     backend: str = "auto",
+    reverse: bool = False,
     chunk_size: int | None = None,
     group_chunks: int | None = None,
-    num_threads: int | None = DEFAULT_NUM_THREADS,
+    num_threads: int | None = None,
 ):
     """Selective scan with ``selective_scan_ref`` semantics, on the best available backend.
 
     Args:
-        backend: ``"auto"`` uses mamba_ssm's CUDA kernel when it imports and ``u`` is on CUDA, the pure-PyTorch
-            chunked scan otherwise; ``"torch"`` always uses the chunked scan; ``"mamba_ssm"`` always uses the
-            CUDA kernel and raises ``RuntimeError`` when mamba_ssm cannot be imported or the tensors are not on
-            CUDA.
-        chunk_size, group_chunks, num_threads: tuning of the chunked scan (chunk_size/group_chunks None: module
-            defaults); ignored by mamba_ssm.
+        backend: ``"auto"``, ``"numba"``, ``"chunked"``, ``"mamba_ssm"`` or ``"reference"`` (see
+            :func:`resolve_backend`; ``"torch"`` is the old name of ``"chunked"``).
+        reverse: scan from the last step to the first, i.e. ``flip(scan(flip(u), flip(delta), A, flip(B), flip(C),
+            D, flip(z)))`` along L; the last state is then the state after the first step.
+        chunk_size, group_chunks: tuning of the chunked scan (None: module defaults).
+        num_threads: CPU threads inside the scan; None = each backend's default (chunked: ``DEFAULT_NUM_THREADS``
+            torch intra-op threads; numba: as many workers as torch's intra-op threads). Ignored by mamba_ssm.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    use_mamba = False
-    if backend == "mamba_ssm":
-        if _mamba_selective_scan_fn() is None:
-            raise RuntimeError(
-                "backend='mamba_ssm' was requested but mamba_ssm's selective_scan_fn cannot be imported "
-                f"({_MAMBA_IMPORT_ERROR}); install mamba-ssm on a CUDA machine or use backend='torch'/'auto'"
-            )
-        if not u.is_cuda:
-            raise RuntimeError("backend='mamba_ssm' needs CUDA tensors; use backend='torch' or 'auto' on CPU")
-        use_mamba = True
-    elif backend == "auto":
-        use_mamba = u.is_cuda and _mamba_selective_scan_fn() is not None
-    if use_mamba:
+    name = resolve_backend(backend, u.device)
+    if name == "numba":
+        return selective_scan_numba(
+            u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+            return_last_state=return_last_state, reverse=reverse, num_threads=num_threads,
+        )  # fmt: skip
+    if reverse:  # the other backends scan forwards only
+        u, delta, B, C = (x.flip(-1) for x in (u, delta, B, C))
+        z = None if z is None else z.flip(-1)
+    kwargs = {"D": D, "z": z, "delta_bias": delta_bias, "delta_softplus": delta_softplus}
+    if name == "mamba_ssm":
         _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-        fn = _mamba_selective_scan_fn()
-        return fn(
+        result = _mamba_selective_scan_fn()(
             u.contiguous(),
             delta.contiguous(),
             A.contiguous(),
@@ -423,18 +470,23 @@ def selective_scan(
             delta_softplus=delta_softplus,
             return_last_state=return_last_state,
         )
-    return selective_scan_chunked(
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D=D,
-        z=z,
-        delta_bias=delta_bias,
-        delta_softplus=delta_softplus,
-        return_last_state=return_last_state,
-        chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
-        group_chunks=DEFAULT_GROUP_CHUNKS if group_chunks is None else group_chunks,
-        num_threads=num_threads,
-    )
+    elif name == "reference":
+        result = selective_scan_sequential(u, delta, A, B, C, return_last_state=return_last_state, **kwargs)
+    else:
+        result = selective_scan_chunked(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            return_last_state=return_last_state,
+            chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
+            group_chunks=DEFAULT_GROUP_CHUNKS if group_chunks is None else group_chunks,
+            num_threads=DEFAULT_NUM_THREADS if num_threads is None else num_threads,
+            **kwargs,
+        )
+    if not reverse:
+        return result
+    if return_last_state:
+        return result[0].flip(-1), result[1]
+    return result.flip(-1)

@@ -343,6 +343,21 @@ class VLDUN(nn.Module):
             )
         else:
             self.stage_decoders = None
+        self._channels_last()
+
+    def _channels_last(self) -> None:
+        """Keep the network's own 4D weights (not the CLIP encoder's) in channels-last memory.
+
+        oneDNN's convolutions run in the memory format of their input or weight; channels-last made the step's
+        depthwise 3x3 convs 3x and its 1x1 convs 2x faster than NCHW on our CPU (forward + backward), and lets the
+        per-pixel layer norms run on a contiguous (B, H, W, C) view. Values, names and shapes of the parameters
+        are unchanged, so checkpoints load either way.
+        """
+        clip = set() if self.clip_prior is None else {id(p) for p in self.clip_prior.parameters()}
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() == 4 and id(p) not in clip:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -396,7 +411,7 @@ class VLDUN(nn.Module):
             out["modality_logits"] = prior["modality_logits"]
             out["degradation_logits"] = prior["degradation_logits"]
 
-        xp = self._pad(x)
+        xp = self._pad(x).contiguous(memory_format=torch.channels_last)
         y1 = self.y_embed(xp)
         y2 = self.y_down1_2(y1)
         y3 = self.y_down2_3(y2)
@@ -430,6 +445,9 @@ class VLDUN(nn.Module):
                 ]
                 for n, f in feats.items()
             ]
+        for key in ("restored", "seg"):  # callers get plain contiguous maps whatever the internal layout
+            if key in out:
+                out[key] = out[key].contiguous()
         if meta_ref is not None:
             for key in ("restored", "seg"):
                 if key in out:
