@@ -19,6 +19,14 @@ analytically: ``scan_extra = 3 * 2 * B * L * E * N`` per BiMamba2D layer, with L
 by forward hooks during the counted forward). The CLIP visual encoder is reported separately (its input is resized
 to the CLIP size whatever the image size).
 
+``--step-table`` instead measures the whole network side by side in one process (see ``_step_cost.py``): training
+steps of VL-DUN ``small`` (numba and chunked scans, optionally an older checkout via ``--baseline-src``) and of
+MONAI's BasicUNet at 128² batch 8 and 64² batch 4, and the ``paper`` forward at 256² against its FLOP floor (the
+counted FLOPs divided by this CPU's fp32 matmul rate, measured in the same run), at each of ``--thread-list``::
+
+    git worktree add /tmp/base 759694c   # the commit before the fused scan, for the baseline column
+    python benchmarks/bench_cost.py --step-table --baseline-src /tmp/base/bundle/scripts
+
 Latency: ``model.eval()`` forward under ``torch.no_grad()``, batch 1, one warm-up call per model; each size is timed
 ``--reps`` times (once only when a call takes longer than ``--long`` seconds) and the best time is reported.
 ``--threads`` sets ``torch.set_num_threads`` (default 1: on a shared, oversubscribed CPU, intra-op threads stall each
@@ -41,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from scripts.networks import VLDUN, BiMamba2D  # noqa: E402
 
@@ -178,6 +187,124 @@ def plot(results: dict[str, dict], sizes: list[int], path: Path) -> None:
     plt.close(fig)
 
 
+def step_table(args, command: str) -> None:
+    """``--step-table``: whole-network training steps and the paper forward, every variant in this process."""
+    import _step_cost as sc
+
+    from scripts.networks.selective_scan_numba import warm_up
+
+    started = dt.datetime.now().astimezone()
+    info = machine()
+    compile_s = warm_up()  # excluded from the timings (numba's cache makes it a load after the first run)
+    base_nets = sc.load_package(Path(args.baseline_src)) if args.baseline_src else None
+    base_label = f"VL-DUN small, chunked scan, baseline ({args.baseline_label})"
+    sections = []
+    for threads in args.thread_list:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        train = {}
+        for size, batch in ((128, 8), (64, 4)):
+            torch.manual_seed(0)
+            vl = VLDUN.from_preset("small", num_classes=4)
+            vl_chunked = VLDUN.from_preset("small", num_classes=4, scan_backend="chunked")
+            vl_chunked.load_state_dict(vl.state_dict())
+            variants = {
+                "BasicUNet(32,32,64,128,256,32)": (build("basicunet_small"), sc._unet_step),
+                "VL-DUN small, numba scan": (vl, sc._vldun_step),
+                "VL-DUN small, chunked scan": (vl_chunked, sc._vldun_step),
+            }
+            if base_nets is not None:
+                torch.manual_seed(0)
+                variants[base_label] = (base_nets.VLDUN.from_preset("small", num_classes=4), sc._vldun_step)
+            print(f"[threads {threads}] training steps {size}² batch {batch}", flush=True)
+            train[(size, batch)] = sc.time_steps(variants, size, batch, args.rounds)
+            del variants, vl, vl_chunked
+        print(f"[threads {threads}] paper forward {args.paper_size}²", flush=True)
+        rate = sc.matmul_gflops()
+        torch.manual_seed(0)
+        paper = VLDUN.from_preset("paper", num_classes=4).eval()
+        fwd_variants = {"numba scan": (paper, "numba"), "chunked scan": (paper, "chunked")}
+        if base_nets is not None:
+            base_paper = base_nets.VLDUN.from_preset("paper", num_classes=4).eval()
+            fwd_variants[f"chunked scan, baseline ({args.baseline_label})"] = (base_paper, None)
+        fwd = sc.time_forwards(fwd_variants, args.paper_size, args.paper_rounds)
+        flops, scan_extra = sc.counted_flops(paper, args.paper_size)
+        floor = (flops + 2 * scan_extra) / (rate * 1e9)
+        del paper, fwd_variants
+        sections.append((threads, train, fwd, rate, flops, scan_extra, floor))
+
+    lines = [
+        "# Whole-network cost side by side: training steps and the paper forward",
+        "",
+        f"- Date: {started.isoformat(timespec='seconds')} (run took {dt.datetime.now().astimezone() - started})",
+        f"- Machine: {info}",
+        f"- OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset, as in a training run)')}; numba "
+        f"{_numba_version()}; numba kernels loaded/compiled before timing in {compile_s:.1f} s",
+        f"- Command: `{command}`",
+        f"- Training step: forward + L1/CE/logit losses + backward + AdamW (BasicUNet: CE + AdamW); one warm-up step "
+        f"per variant, then {args.rounds} round-robin rounds (one step of each variant per round); medians. The "
+        "numba and chunked VL-DUN variants share their weights.",
+        f"- Paper forward: batch 1, {args.paper_size}², eval, no_grad; one warm-up, then {args.paper_rounds} "
+        "round-robin rounds; medians. FLOP floor = (FLOPs counted by `torch.utils.flop_counter`, 2 per MAC, CLIP "
+        "encoder included + 2 x the scan's element-wise MAC-equivalents) / the fp32 `torch.mm` rate (2048³, best of "
+        "5) measured in the same run at the same threads.",
+        "",
+    ]
+    for threads, train, fwd, rate, flops, scan_extra, floor in sections:
+        lines += [f"## {threads} thread{'s' if threads > 1 else ''} (`torch.set_num_threads({threads})`)", ""]
+        keys = list(train)
+        head = "| variant | " + " | ".join(f"{s}² x{b} (s/step) | vs BasicUNet" for s, b in keys) + " |"
+        lines += [head, "|---|" + "---:|---:|" * len(keys)]
+        names = list(train[keys[0]])
+        for name in names:
+            cells = []
+            for k in keys:
+                med = sc.median(train[k][name])
+                cells.append(f"{med:.2f} | {med / sc.median(train[k][names[0]]):.1f}x")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for k in keys:
+            t = {n: sc.median(v) for n, v in train[k].items()}
+            numba_t = t["VL-DUN small, numba scan"]
+            speed = [f"{t['VL-DUN small, chunked scan'] / numba_t:.2f}x vs the chunked scan (same layout)"]
+            if base_label in t:
+                speed.append(f"{t[base_label] / numba_t:.2f}x vs the baseline")
+            lines.append(f"- {k[0]}² x{k[1]}: numba step " + ", ".join(speed))
+        lines += [
+            "",
+            f"Paper preset forward at {args.paper_size}² (fp32 matmul {rate:.0f} GFLOP/s; counted {flops / 1e9:.1f} "
+            f"GFLOPs = {flops / 2e9:.1f} G MAC, + {scan_extra / 1e9:.1f} G MAC-eq scan element-wise; floor "
+            f"{floor:.2f} s):",
+            "",
+            "| variant | forward (s) | vs FLOP floor |",
+            "|---|---:|---:|",
+        ]
+        for name, v in fwd.items():
+            lines.append(f"| {name} | {sc.median(v):.2f} | {sc.median(v) / floor:.1f}x |")
+        if len(fwd) > 1:
+            names = list(fwd)
+            lines += [
+                "",
+                "- numba forward speed-up: "
+                + ", ".join(f"{sc.median(fwd[n]) / sc.median(fwd[names[0]]):.2f}x vs {n}" for n in names[1:]),
+            ]
+        lines.append("")
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+def _numba_version() -> str:
+    try:
+        import numba
+    except ImportError:
+        return "not installed"
+    return numba.__version__
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["paper", "small", "basicunet", "swinunetr", "basicunet_small"])
@@ -190,13 +317,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-sizes", nargs="*", type=int, default=[], help="also time training steps (VL-DUN)")
     ap.add_argument("--train-batch", type=int, default=2)
     ap.add_argument("--train-iters", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cost.md"))
+    ap.add_argument("--step-table", action="store_true", help="whole-network side-by-side table (see above)")
+    ap.add_argument("--thread-list", nargs="+", type=int, default=[2, 1], help="--step-table: thread counts")
+    ap.add_argument("--rounds", type=int, default=3, help="--step-table: round-robin training-step rounds")
+    ap.add_argument("--paper-size", type=int, default=256)
+    ap.add_argument("--paper-rounds", type=int, default=2)
+    ap.add_argument("--baseline-src", default=None, help="--step-table: another checkout's bundle/scripts")
+    ap.add_argument("--baseline-label", default="759694c", help="--step-table: how the baseline is named")
+    ap.add_argument("--out", default=None, help="results file (default cost.md, or cost_step.md with --step-table)")
     ap.add_argument("--plot", default=str(ROOT / "benchmarks/results/cost_latency.png"))
     args = ap.parse_args(argv)
+    command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + (sys.argv[1:] if argv is None else argv))
+    if args.step_table:
+        args.out = args.out or str(ROOT / "benchmarks/results/cost_step.md")
+        step_table(args, command)
+        return
+    args.out = args.out or str(ROOT / "benchmarks/results/cost.md")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    command = "python " + " ".join([os.path.relpath(__file__, ROOT)] + (sys.argv[1:] if argv is None else argv))
     started = dt.datetime.now().astimezone()
     info = machine()
     sizes = sorted(args.sizes)

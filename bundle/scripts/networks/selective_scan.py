@@ -389,6 +389,9 @@ def canonical_backend(backend: str) -> str:
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     """The concrete backend ``selective_scan`` uses for ``backend`` on ``device`` (checks availability).
 
+    ``"auto"``: mamba_ssm for CUDA when it imports; numba for CPU when it imports and no ``torch.compile`` /
+    ``torch.export`` trace is running; the chunked scan otherwise.
+
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` when the named backend cannot run there.
     """
     backend = canonical_backend(backend)
@@ -396,7 +399,8 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
     if backend == "auto":
         if device.type == "cuda" and _mamba_selective_scan_fn() is not None:
             return "mamba_ssm"
-        if device.type == "cpu" and numba_available():
+        # numba kernels are opaque to torch.compile / torch.export tracing: traced graphs get the chunked scan
+        if device.type == "cpu" and numba_available() and not torch.compiler.is_compiling():
             return "numba"
         return "chunked"
     if backend == "mamba_ssm":

@@ -24,8 +24,10 @@ How the kernels are laid out, and why:
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
+import time
 
 import numpy as np
 import torch
@@ -42,11 +44,20 @@ except ImportError as _e:  # numba is optional: the chunked scan is used instead
     _IMPORT_ERROR: str | None = f"{type(_e).__name__}: {_e}"
 else:
     _IMPORT_ERROR = None
+    import os
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # numba's own pthread pool rather than its OpenMP layer: the latter loads the system's GNU OpenMP next to
+        # torch's bundled copy (two runtimes in one process; a DDP run aborted at exit under load with it). The
+        # workqueue pool is not re-entrant from several threads, which _LOCK below takes care of.
+        numba.config.THREADING_LAYER = "workqueue"
 
 # steps per block (see the module docstring): a block's (T + 1, N) states, decays and B/C rows stay in L1
 BLOCK_STEPS = 128
 # parallel numba kernels must not be entered from two Python threads at once (e.g. a MONAI Label server)
 _LOCK = threading.Lock()
+_WARM = False
+logger = logging.getLogger(__name__)
 
 
 def numba_available() -> bool:
@@ -411,6 +422,7 @@ def causal_conv1d_silu_numba(
     """
     if numba is None:
         raise RuntimeError(f"the numba conv1d needs numba ({_IMPORT_ERROR}); pip install numba")
+    _ensure_warm()
     ct = torch.promote_types(x.dtype, torch.float32)
     out = _NumbaConvSilu.apply(x.to(ct), weight.to(ct), bias.to(ct), bool(reverse), num_threads)
     return out.to(x.dtype)
@@ -503,6 +515,7 @@ def selective_scan_numba(
     from .selective_scan import _check_shapes, _compute_dtype  # shared with the torch paths
 
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    _ensure_warm()
     ct = _compute_dtype(u.dtype)
     e = u.shape[1]
     D_ = u.new_zeros(e, dtype=ct) if D is None else D.to(ct)
@@ -518,13 +531,13 @@ def selective_scan_numba(
 def warm_up() -> float:
     """Compile (or load from numba's on-disk cache) the float32 and float64 kernels; returns the seconds taken.
 
-    Called when a network with the numba backend is built, so that the first training step does not pay the
-    compile time.
+    Runs by itself before the first fused scan of a process (a compile of about 20 s on the first use on a machine,
+    then a load from the cache next to this module, ``cache=True``); call it explicitly to move that cost elsewhere.
     """
+    global _WARM
     if numba is None:
         return 0.0
-    import time
-
+    _WARM = True
     start = time.perf_counter()
     for dtype in (torch.float32, torch.float64):
         x = torch.zeros(1, 2, 3, dtype=dtype, requires_grad=True)
@@ -534,3 +547,10 @@ def warm_up() -> float:
         y = y + causal_conv1d_silu_numba(x, A, A[:, 0]) + causal_conv1d_silu_numba(x, A, A[:, 0], reverse=True)
         y.sum().backward()
     return time.perf_counter() - start
+
+
+def _ensure_warm() -> None:
+    if not _WARM:
+        seconds = warm_up()
+        if seconds > 2.0:  # a compile, not a cache load: say where the time went
+            logger.info("compiled the fused CPU selective scan in %.0f s (cached for later runs)", seconds)

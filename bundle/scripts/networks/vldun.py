@@ -356,7 +356,9 @@ class VLDUN(nn.Module):
         clip = set() if self.clip_prior is None else {id(p) for p in self.clip_prior.parameters()}
         with torch.no_grad():
             for p in self.parameters():
-                if p.dim() == 4 and id(p) not in clip:
+                # 1x1 kernels are the same memory either way; converting them only changes their strides, which
+                # DDP's gradient buckets then warn about
+                if p.dim() == 4 and p.shape[-2:] != (1, 1) and id(p) not in clip:
                     p.data = p.data.contiguous(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ construction helpers
