@@ -250,3 +250,13 @@ def test_chunked_scan_still_the_float32_reference_of_the_benchmarks():
         a = selective_scan_chunked(**inp, delta_softplus=True)
         c = sn.selective_scan_numba(**inp, delta_softplus=True)
         torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-5)
+
+
+def test_first_use_inside_no_grad_and_inference_mode(monkeypatch):
+    """The first fused call of a process compiles every kernel, backward included, also from inference code."""
+    inp = _inputs(length=9)
+    for ctx in (torch.no_grad, torch.inference_mode):
+        monkeypatch.setattr(sn, "_WARM", False)
+        with ctx():
+            out = sn.selective_scan_numba(**inp, delta_softplus=True)
+        assert sn._WARM and torch.isfinite(out).all()

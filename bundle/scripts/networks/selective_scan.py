@@ -45,6 +45,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from ._scan_args import check_shapes as _check_shapes
+from ._scan_args import compute_dtype as _compute_dtype
 from .selective_scan_numba import numba_available, numba_import_error, selective_scan_numba
 
 __all__ = [
@@ -98,28 +100,6 @@ def _mamba_selective_scan_fn():
 def mamba_ssm_available() -> bool:
     """True when ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` can be imported."""
     return _mamba_selective_scan_fn() is not None
-
-
-def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f"u and delta must both be (B, E, L), got {tuple(u.shape)} and {tuple(delta.shape)}")
-    b, e, length = u.shape
-    if A.dim() != 2 or A.shape[0] != e:
-        raise ValueError(f"A must be (E, N) = ({e}, N), got {tuple(A.shape)}")
-    n = A.shape[1]
-    for name, t in (("B", B), ("C", C)):
-        if tuple(t.shape) != (b, n, length):
-            raise ValueError(f"{name} must be (B, N, L) = {(b, n, length)}, got {tuple(t.shape)}")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None and tuple(t.shape) != (e,):
-            raise ValueError(f"{name} must be (E,) = ({e},), got {tuple(t.shape)}")
-    if z is not None and z.shape != u.shape:
-        raise ValueError(f"z must be (B, E, L) like u, got {tuple(z.shape)}")
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half precision inputs are scanned in float32 (as mamba_ssm does); float64 stays float64
-    return torch.promote_types(dtype, torch.float32)
 
 
 def _finish(y, u, D, z, out_dtype):

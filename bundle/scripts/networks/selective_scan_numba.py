@@ -32,6 +32,8 @@ import time
 import numpy as np
 import torch
 
+from ._scan_args import check_shapes, compute_dtype
+
 __all__ = ["causal_conv1d_silu_numba", "numba_available", "numba_import_error", "selective_scan_numba", "warm_up"]
 
 try:
@@ -512,11 +514,9 @@ def selective_scan_numba(
         raise RuntimeError(f"the numba scan backend needs numba ({_IMPORT_ERROR}); pip install numba")
     if u.device.type != "cpu":
         raise RuntimeError(f"the numba scan backend runs on CPU tensors, got {u.device}")
-    from .selective_scan import _check_shapes, _compute_dtype  # shared with the torch paths
-
-    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    check_shapes(u, delta, A, B, C, D, z, delta_bias)
     _ensure_warm()
-    ct = _compute_dtype(u.dtype)
+    ct = compute_dtype(u.dtype)
     e = u.shape[1]
     D_ = u.new_zeros(e, dtype=ct) if D is None else D.to(ct)
     bias = u.new_zeros(e, dtype=ct) if delta_bias is None else delta_bias.to(ct)
@@ -539,6 +539,13 @@ def warm_up() -> float:
         return 0.0
     _WARM = True
     start = time.perf_counter()
+    # compiles the backward kernels too, also when called from no_grad / inference_mode code
+    with torch.inference_mode(False), torch.enable_grad():
+        _run_every_kernel()
+    return time.perf_counter() - start
+
+
+def _run_every_kernel() -> None:
     for dtype in (torch.float32, torch.float64):
         x = torch.zeros(1, 2, 3, dtype=dtype, requires_grad=True)
         A = -torch.ones(2, 2, dtype=dtype)
@@ -546,7 +553,6 @@ def warm_up() -> float:
         y = selective_scan_numba(x, x, A, bc, bc, D=A[:, 0], z=x, delta_bias=A[:, 0], delta_softplus=True)
         y = y + causal_conv1d_silu_numba(x, A, A[:, 0]) + causal_conv1d_silu_numba(x, A, A[:, 0], reverse=True)
         y.sum().backward()
-    return time.perf_counter() - start
 
 
 def _ensure_warm() -> None:
