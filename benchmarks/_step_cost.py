@@ -47,14 +47,14 @@ def set_scan_backend(model: torch.nn.Module, backend: str) -> None:
             m.backend = backend
 
 
-def _unet_step(model, opt, x, label):
+def unet_step(model, opt, x, label):
     loss = torch.nn.functional.cross_entropy(model(x), label)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def _vldun_step(model, opt, x, label):
+def vldun_step(model, opt, x, label):
     out = model(x)
     loss = torch.nn.functional.l1_loss(out["restored"], x) + torch.nn.functional.cross_entropy(out["seg"], label)
     if "modality_logits" in out:

@@ -123,23 +123,9 @@ def time_forward(model: torch.nn.Module, size: int, reps: int, long_s: float) ->
 
 def time_train_step(model: torch.nn.Module, size: int, batch: int, iters: int) -> float:
     """Median seconds of one training step (forward, L1 + CE (+ logits) loss, backward, AdamW step)."""
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.rand(batch, 1, size, size)
-    label = torch.randint(0, 4, (batch, size, size))
-    times = []
-    for i in range(iters + 1):
-        t0 = time.perf_counter()
-        out = model(x)
-        loss = torch.nn.functional.l1_loss(out["restored"], x) + torch.nn.functional.cross_entropy(out["seg"], label)
-        if "modality_logits" in out:
-            loss = loss + out["modality_logits"].logsumexp(-1).mean() + out["degradation_logits"].logsumexp(-1).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i:  # the first step is a warm-up
-            times.append(time.perf_counter() - t0)
-    model.eval()
+    from _step_cost import time_steps, vldun_step
+
+    times = time_steps({"model": (model, vldun_step)}, size, batch, iters)["model"]
     return sorted(times)[len(times) // 2]
 
 
@@ -209,13 +195,13 @@ def step_table(args, command: str) -> None:
             vl_chunked = VLDUN.from_preset("small", num_classes=4, scan_backend="chunked")
             vl_chunked.load_state_dict(vl.state_dict())
             variants = {
-                "BasicUNet(32,32,64,128,256,32)": (build("basicunet_small"), sc._unet_step),
-                "VL-DUN small, numba scan": (vl, sc._vldun_step),
-                "VL-DUN small, chunked scan": (vl_chunked, sc._vldun_step),
+                "BasicUNet(32,32,64,128,256,32)": (build("basicunet_small"), sc.unet_step),
+                "VL-DUN small, numba scan": (vl, sc.vldun_step),
+                "VL-DUN small, chunked scan": (vl_chunked, sc.vldun_step),
             }
             if base_nets is not None:
                 torch.manual_seed(0)
-                variants[base_label] = (base_nets.VLDUN.from_preset("small", num_classes=4), sc._vldun_step)
+                variants[base_label] = (base_nets.VLDUN.from_preset("small", num_classes=4), sc.vldun_step)
             print(f"[threads {threads}] training steps {size}² batch {batch}", flush=True)
             train[(size, batch)] = sc.time_steps(variants, size, batch, args.rounds)
             del variants, vl, vl_chunked

@@ -326,23 +326,28 @@ if numba is not None:
 
 if numba is not None:
 
+    @njit(cache=True, fastmath=_FASTMATH)
+    def _conv_row(acc, xr, w_row, bias, reverse):
+        """acc = the depthwise conv1d of one row (pre-activation): causal, or anti-causal with the kernel flipped."""
+        k_len, length = w_row.shape[0], xr.shape[0]
+        acc[:] = bias
+        for k in range(k_len):
+            sh, wk = k_len - 1 - k, w_row[k]
+            if reverse:
+                for t in range(length - sh):
+                    acc[t] += wk * xr[t + sh]
+            else:
+                for t in range(sh, length):
+                    acc[t] += wk * xr[t - sh]
+
     @njit(parallel=True, cache=True, fastmath=_FASTMATH)
     def _conv_silu_forward(x, w, bias, reverse, out):
         """out = silu(depthwise causal conv1d(x)) per (batch, channel) row; reverse: anti-causal, kernel flipped."""
         bsz, n_e, length = x.shape
-        k_len = w.shape[1]
         for task in prange(bsz * n_e):
             b, e = task // n_e, task % n_e
-            xr, acc = x[b, e], np.empty(length, x.dtype)
-            acc[:] = bias[e]
-            for k in range(k_len):
-                sh, wk = k_len - 1 - k, w[e, k]
-                if reverse:
-                    for t in range(length - sh):
-                        acc[t] += wk * xr[t + sh]
-                else:
-                    for t in range(sh, length):
-                        acc[t] += wk * xr[t - sh]
+            acc = np.empty(length, x.dtype)
+            _conv_row(acc, x[b, e], w[e], bias[e], reverse)
             o = out[b, e]
             for t in range(length):
                 o[t] = acc[t] * _sigmoid(acc[t])
@@ -355,15 +360,7 @@ if numba is not None:
         for task in prange(bsz * n_e):
             b, e = task // n_e, task % n_e
             xr, acc, g = x[b, e], np.empty(length, x.dtype), np.empty(length, x.dtype)
-            acc[:] = bias[e]
-            for k in range(k_len):
-                sh, wk = k_len - 1 - k, w[e, k]
-                if reverse:
-                    for t in range(length - sh):
-                        acc[t] += wk * xr[t + sh]
-                else:
-                    for t in range(sh, length):
-                        acc[t] += wk * xr[t - sh]
+            _conv_row(acc, xr, w[e], bias[e], reverse)
             go, gb = dout[b, e], acc[0] * 0
             for t in range(length):
                 a = acc[t]
