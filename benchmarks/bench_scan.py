@@ -322,7 +322,7 @@ def compile_seconds() -> dict[str, float]:
     import subprocess
     import tempfile
 
-    code = "from scripts.networks.selective_scan_numba import warm_up; print(warm_up())"
+    code = "from scripts.networks.selective_scan_numba import warm_up; print(warm_up())"  # float32, as training
     env = {**os.environ, "PYTHONPATH": str(ROOT / "bundle")}
     out = {}
     with tempfile.TemporaryDirectory() as cache:
@@ -392,7 +392,7 @@ def main(argv=None) -> None:
     compile_txt = ""
     if numba_available() and "numba fused (ours)" in args.methods:
         secs = compile_seconds()
-        compile_txt = "numba JIT, `warm_up()` (float32 + float64 kernels) in a fresh process: " + ", ".join(
+        compile_txt = "numba JIT, `warm_up()` (the float32 kernels) in a fresh process: " + ", ".join(
             f"{k} {v:.1f} s" for k, v in secs.items()
         )
         print(f"# {compile_txt}", flush=True)

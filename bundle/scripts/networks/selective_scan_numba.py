@@ -525,11 +525,12 @@ def selective_scan_numba(
     return (out, last) if return_last_state else out
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's on-disk cache) the float32 and float64 kernels; returns the seconds taken.
+def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> float:
+    """Compile (or load from numba's on-disk cache) the kernels for ``dtypes``; returns the seconds taken.
 
-    Runs by itself before the first fused scan of a process (a compile of about 20 s on the first use on a machine,
-    then a load from the cache next to this module, ``cache=True``); call it explicitly to move that cost elsewhere.
+    Runs by itself (float32) before the first fused scan of a process: about 10 s of compile per dtype on the first
+    use on a machine, then a fraction of a second to load from the cache next to this module (``cache=True``).
+    Other dtypes compile on their first call. Call it explicitly to move that cost elsewhere.
     """
     global _WARM
     if numba is None:
@@ -538,12 +539,12 @@ def warm_up() -> float:
     start = time.perf_counter()
     # compiles the backward kernels too, also when called from no_grad / inference_mode code
     with torch.inference_mode(False), torch.enable_grad():
-        _run_every_kernel()
+        _run_every_kernel(dtypes)
     return time.perf_counter() - start
 
 
-def _run_every_kernel() -> None:
-    for dtype in (torch.float32, torch.float64):
+def _run_every_kernel(dtypes: tuple[torch.dtype, ...]) -> None:
+    for dtype in dtypes:
         x = torch.zeros(1, 2, 3, dtype=dtype, requires_grad=True)
         A = -torch.ones(2, 2, dtype=dtype)
         bc = torch.zeros(1, 2, 3, dtype=dtype)
