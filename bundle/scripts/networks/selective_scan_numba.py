@@ -24,8 +24,10 @@ How the kernels are laid out, and why:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import threading
 import time
 
@@ -46,13 +48,43 @@ except ImportError as _e:  # numba is optional: the chunked scan is used instead
     _IMPORT_ERROR: str | None = f"{type(_e).__name__}: {_e}"
 else:
     _IMPORT_ERROR = None
-    import os
+    from numba.core import caching as _caching
 
     if "NUMBA_THREADING_LAYER" not in os.environ:
         # numba's own pthread pool rather than its OpenMP layer: the latter loads the system's GNU OpenMP next to
         # torch's bundled copy (two runtimes in one process; a DDP run aborted at exit under load with it). The
         # workqueue pool is not re-entrant from several threads, which _LOCK below takes care of.
         numba.config.THREADING_LAYER = "workqueue"
+
+if numba is not None:
+
+    class _SharedCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):
+        """numba's on-disk cache for this file, in one folder per *content* of the file instead of per location.
+
+        Numba's default keys the cache folder on the source file's directory, so every copy of the bundle (a MONAI
+        Label app folder, an unpacked Model Zoo archive, a fresh clone) compiled the kernels again (~13 s). The
+        root is ``NUMBA_CACHE_DIR`` when set, else ``~/.cache/vldun-bundle/numba``; numba still checks the
+        file's content hash before it loads anything. Where the root is not writable numba's own locators apply.
+        """
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            root = numba.config.CACHE_DIR or os.path.join(os.path.expanduser("~"), ".cache", "vldun-bundle", "numba")
+            with open(py_file, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()[:16]
+            self._cache_path = os.path.join(root, f"selective_scan_numba-{digest}")
+
+        def get_cache_path(self):
+            return self._cache_path
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.abspath(py_file) != os.path.abspath(__file__):
+                return None  # some other module's function: not ours to place
+            return super().from_function(py_func, py_file)
+
+    _caching.CacheImpl._locator_classes.insert(0, _SharedCacheLocator)
 
 # steps per block (see the module docstring): a block's (T + 1, N) states, decays and B/C rows stay in L1
 BLOCK_STEPS = 128
