@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -264,16 +263,16 @@ def test_first_use_inside_no_grad_and_inference_mode(monkeypatch):
 
 
 def test_copies_of_the_bundle_share_one_compiled_cache(tmp_path):
-    """A MONAI Label app folder or an unpacked Model Zoo archive is a copy of `scripts`: it loads the kernels this
-    checkout compiled (numba's cache is keyed on the file's content, not its folder) instead of compiling again."""
+    """A MONAI Label app folder or an unpacked Model Zoo archive is a copy of `scripts`: its kernels map to the same
+    cache folder as this checkout's (keyed on the file's content, not its folder), so they load instead of compiling.
+    An edited copy gets a folder of its own."""
     import shutil
 
-    sn.warm_up()  # compiled or loaded here, for this file's content
-    src = Path(__file__).resolve().parents[1] / "bundle" / "scripts"
-    shutil.copytree(src, tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    code = "from scripts.networks.selective_scan_numba import warm_up; warm_up()"
-    env = {"PYTHONPATH": str(tmp_path), "NUMBA_DEBUG_CACHE": "1", "HOME": str(Path.home())}
-    env.update({k: v for k, v in os.environ.items() if k == "NUMBA_CACHE_DIR"})
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "data loaded from" in res.stdout and "data saved to" not in res.stdout, res.stdout[-3000:]
+    copy = tmp_path / "selective_scan_numba.py"
+    shutil.copy2(sn.__file__, copy)
+    func = sn._forward_kernel.py_func
+    here = sn._SharedCacheLocator(func, sn.__file__)
+    assert sn._SharedCacheLocator(func, str(copy)).get_cache_path() == here.get_cache_path()
+    assert sn._forward_kernel._cache._cache_path == here.get_cache_path()  # the locator numba actually uses
+    copy.write_text(copy.read_text() + "\n# edited\n")
+    assert sn._SharedCacheLocator(func, str(copy)).get_cache_path() != here.get_cache_path()
