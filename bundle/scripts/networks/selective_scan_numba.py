@@ -90,7 +90,6 @@ if numba is not None:
 BLOCK_STEPS = 128
 # parallel numba kernels must not be entered from two Python threads at once (e.g. a MONAI Label server)
 _LOCK = threading.Lock()
-_WARM = False
 logger = logging.getLogger(__name__)
 
 
@@ -423,7 +422,7 @@ class _NumbaConvSilu(torch.autograd.Function):
         threads, _ = _thread_plan(x.shape[0] * x.shape[1], num_threads)
         with _LOCK:
             numba.set_num_threads(threads)
-            _conv_silu_forward(x.numpy(), weight.numpy(), bias.numpy(), reverse, out.numpy())
+            _run(_conv_silu_forward, x.numpy(), weight.numpy(), bias.numpy(), reverse, out.numpy())
         ctx.save_for_backward(x, weight, bias)
         ctx.reverse, ctx.threads = reverse, threads
         return out
@@ -435,7 +434,8 @@ class _NumbaConvSilu(torch.autograd.Function):
         dx, dw, db = torch.empty_like(x), x.new_empty(bsz, n_e, weight.shape[1]), x.new_empty(bsz, n_e)
         with _LOCK:
             numba.set_num_threads(ctx.threads)
-            _conv_silu_backward(
+            _run(
+                _conv_silu_backward,
                 x.numpy(), weight.numpy(), bias.numpy(), ctx.reverse, _np(dout.to(x.dtype)), dx.numpy(), dw.numpy(),
                 db.numpy(),
             )  # fmt: skip
@@ -453,7 +453,6 @@ def causal_conv1d_silu_numba(
     """
     if numba is None:
         raise RuntimeError(f"the numba conv1d needs numba ({_IMPORT_ERROR}); pip install numba")
-    _ensure_warm()
     ct = torch.promote_types(x.dtype, torch.float32)
     out = _NumbaConvSilu.apply(x.to(ct), weight.to(ct), bias.to(ct), bool(reverse), num_threads)
     return out.to(x.dtype)
@@ -486,7 +485,7 @@ class _NumbaScan(torch.autograd.Function):
         args = [t.numpy() for t in (u, delta, A, B, C, D, zz, delta_bias)]
         with _LOCK:
             numba.set_num_threads(threads)
-            _forward_kernel(*args, softplus, has_z, reverse, groups, out.numpy(), ckpt.numpy(), last.numpy())
+            _run(_forward_kernel, *args, softplus, has_z, reverse, groups, out.numpy(), ckpt.numpy(), last.numpy())
         ctx.save_for_backward(u, delta, A, B, C, D, zz, delta_bias, ckpt)
         ctx.flags = (softplus, has_z, reverse, threads, groups)
         ctx.mark_non_differentiable(last)
@@ -507,7 +506,8 @@ class _NumbaScan(torch.autograd.Function):
         args = [t.numpy() for t in (u, delta, A, B, C, D, zz, delta_bias)]
         with _LOCK:
             numba.set_num_threads(threads)
-            _backward_kernel(
+            _run(
+                _backward_kernel,
                 *args, softplus, has_z, reverse, groups, ckpt.numpy(), _np(dout.to(u.dtype)), dlast.numpy(),
                 du.numpy(), ddelta.numpy(), (dz if has_z else du).numpy(), dA.numpy(), dD.numpy(),
                 dB.numpy(), dC.numpy(),
@@ -544,7 +544,6 @@ def selective_scan_numba(
     if u.device.type != "cpu":
         raise RuntimeError(f"the numba scan backend runs on CPU tensors, got {u.device}")
     check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    _ensure_warm()
     ct = compute_dtype(u.dtype)
     e = u.shape[1]
     D_ = u.new_zeros(e, dtype=ct) if D is None else D.to(ct)
@@ -557,36 +556,36 @@ def selective_scan_numba(
     return (out, last) if return_last_state else out
 
 
-def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> float:
-    """Compile (or load from numba's on-disk cache) the kernels for ``dtypes``; returns the seconds taken.
+def _run(kernel, *args) -> None:
+    """Call a kernel; its first call in a process compiles it or loads it from the cache: log a compile."""
+    if kernel.signatures:
+        kernel(*args)
+        return
+    start = time.perf_counter()
+    kernel(*args)
+    seconds = time.perf_counter() - start
+    if seconds > 1.0:  # a compile, not a cache load: say where the first iteration's time went
+        name = kernel.py_func.__name__
+        logger.info("compiled the fused CPU kernel %s in %.0f s (cached for later runs)", name, seconds)
 
-    Runs by itself (float32) before the first fused scan of a process: about 10 s of compile per dtype on the first
-    use on a machine, then a fraction of a second to load from the cache next to this module (``cache=True``).
-    Other dtypes compile on their first call. Call it explicitly to move that cost elsewhere.
+
+def warm_up(dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> float:
+    """Compile (or load from numba's on-disk cache) the forward and backward kernels for ``dtypes``.
+
+    Returns the seconds taken. Without it each kernel compiles on its first call (about 13 s in all for float32 on
+    the first use on a machine, logged), then loads from the cache in a fraction of a second; inference loads only
+    the forward kernels. Call it to move that cost out of a timed region.
     """
-    global _WARM
     if numba is None:
         return 0.0
-    _WARM = True
     start = time.perf_counter()
-    # compiles the backward kernels too, also when called from no_grad / inference_mode code
+    # the backward kernels too, also when called from no_grad / inference_mode code
     with torch.inference_mode(False), torch.enable_grad():
-        _run_every_kernel(dtypes)
+        for dtype in dtypes:
+            x = torch.zeros(1, 2, 3, dtype=dtype, requires_grad=True)
+            A = -torch.ones(2, 2, dtype=dtype)
+            bc = torch.zeros(1, 2, 3, dtype=dtype)
+            y = selective_scan_numba(x, x, A, bc, bc, D=A[:, 0], z=x, delta_bias=A[:, 0], delta_softplus=True)
+            y = y + causal_conv1d_silu_numba(x, A, A[:, 0]) + causal_conv1d_silu_numba(x, A, A[:, 0], reverse=True)
+            y.sum().backward()
     return time.perf_counter() - start
-
-
-def _run_every_kernel(dtypes: tuple[torch.dtype, ...]) -> None:
-    for dtype in dtypes:
-        x = torch.zeros(1, 2, 3, dtype=dtype, requires_grad=True)
-        A = -torch.ones(2, 2, dtype=dtype)
-        bc = torch.zeros(1, 2, 3, dtype=dtype)
-        y = selective_scan_numba(x, x, A, bc, bc, D=A[:, 0], z=x, delta_bias=A[:, 0], delta_softplus=True)
-        y = y + causal_conv1d_silu_numba(x, A, A[:, 0]) + causal_conv1d_silu_numba(x, A, A[:, 0], reverse=True)
-        y.sum().backward()
-
-
-def _ensure_warm() -> None:
-    if not _WARM:
-        seconds = warm_up()
-        if seconds > 2.0:  # a compile, not a cache load: say where the time went
-            logger.info("compiled the fused CPU selective scan in %.0f s (cached for later runs)", seconds)
