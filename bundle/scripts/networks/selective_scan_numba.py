@@ -228,23 +228,32 @@ if numba is not None:
             if sg is not None:
                 sg[j] = _sigmoid(x)
 
+    @njit(cache=True)
+    def _task(task, groups, n_e):
+        """Task -> (batch item, channel group, first channel, end channel)."""
+        b, g = task // groups, task % groups
+        gsize = (n_e + groups - 1) // groups
+        return b, g, g * gsize, min(n_e, (g + 1) * gsize)
+
+    @njit(cache=True)
+    def _window(k, blk, length, reverse):
+        """Block k in scan order -> (steps in it, time index of its first step, +1 or -1 per step)."""
+        s0 = k * blk
+        return min(blk, length - s0), (length - 1 - s0 if reverse else s0), (-1 if reverse else 1)
+
     @njit(parallel=True, cache=True, fastmath=_FASTMATH)
     def _forward_kernel(u, delta, A, Bm, Cm, D, z, bias, softplus, has_z, reverse, groups, out, ckpt, last):
         bsz, n_e, length = u.shape
         n_s = A.shape[1]
         n_blk, blk = ckpt.shape[2], BLOCK_STEPS
-        gsize = (n_e + groups - 1) // groups
         for task in prange(bsz * groups):
-            b, g = task // groups, task % groups
-            e0, e1 = g * gsize, min(n_e, (g + 1) * gsize)
+            b, g, e0, e1 = _task(task, groups, n_e)
             hs = np.zeros((max(e1 - e0, 0), n_s), dtype=u.dtype)
             bt, ct = np.empty((blk, n_s), dtype=u.dtype), np.empty((blk, n_s), dtype=u.dtype)
             ub, dt = np.empty(blk, u.dtype), np.empty(blk, u.dtype)
             yb, zb = np.empty(blk, u.dtype), np.empty(blk, u.dtype)
             for k in range(n_blk):
-                s0 = k * blk
-                nt = min(blk, length - s0)
-                t0, step = (length - 1 - s0, -1) if reverse else (s0, 1)
+                nt, t0, step = _window(k, blk, length, reverse)
                 _load_block(bt, Bm[b], t0, step, nt)
                 _load_block(ct, Cm[b], t0, step, nt)
                 for e in range(e0, e1):
@@ -278,10 +287,8 @@ if numba is not None:
         bsz, n_e, length = u.shape
         n_s = A.shape[1]
         n_blk, blk = ckpt.shape[2], BLOCK_STEPS
-        gsize = (n_e + groups - 1) // groups
         for task in prange(bsz * groups):
-            b, g = task // groups, task % groups
-            e0, e1 = g * gsize, min(n_e, (g + 1) * gsize)
+            b, g, e0, e1 = _task(task, groups, n_e)
             lam = dlast[b, e0:e1, :].copy()  # adjoint of each channel's state after the current block
             bt, ct = np.empty((blk, n_s), dtype=u.dtype), np.empty((blk, n_s), dtype=u.dtype)
             dbt, dct = np.empty((blk, n_s), dtype=u.dtype), np.empty((blk, n_s), dtype=u.dtype)
@@ -289,9 +296,7 @@ if numba is not None:
             ub, dt, sg = np.empty(blk, u.dtype), np.empty(blk, u.dtype), np.empty(blk, u.dtype)
             zb, gy, yb = np.empty(blk, u.dtype), np.empty(blk, u.dtype), np.empty(blk, u.dtype)
             for k in range(n_blk - 1, -1, -1):
-                s0 = k * blk
-                nt = min(blk, length - s0)
-                t0, step = (length - 1 - s0, -1) if reverse else (s0, 1)
+                nt, t0, step = _window(k, blk, length, reverse)
                 _load_block(bt, Bm[b], t0, step, nt)
                 _load_block(ct, Cm[b], t0, step, nt)
                 dbt[:nt] = 0
