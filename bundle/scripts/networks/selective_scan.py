@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from ._scan_args import check_shapes as _check_shapes
 from ._scan_args import compute_dtype as _compute_dtype
-from .selective_scan_numba import numba_available, numba_import_error, selective_scan_numba
+from .selective_scan_numba import numba_available, require_numba, selective_scan_numba
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -392,13 +392,7 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
         if device.type != "cuda":
             raise RuntimeError("scan backend 'mamba_ssm' needs CUDA tensors; use 'auto', 'numba' or 'chunked' on CPU")
     if backend == "numba":
-        if not numba_available():
-            raise RuntimeError(
-                f"scan backend 'numba' was requested but numba cannot be imported ({numba_import_error()}); "
-                "pip install numba, or use 'auto' or 'chunked'"
-            )
-        if device.type != "cpu":
-            raise RuntimeError(f"scan backend 'numba' runs on CPU tensors, got {device}; use 'auto' on a GPU")
+        require_numba(device)
     return backend
 
 

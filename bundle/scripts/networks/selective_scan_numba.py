@@ -36,7 +36,7 @@ import torch
 
 from ._scan_args import check_shapes, compute_dtype
 
-__all__ = ["causal_conv1d_silu_numba", "numba_available", "numba_import_error", "selective_scan_numba", "warm_up"]
+__all__ = ["causal_conv1d_silu_numba", "numba_available", "require_numba", "selective_scan_numba", "warm_up"]
 
 try:
     import numba
@@ -98,9 +98,15 @@ def numba_available() -> bool:
     return numba is not None
 
 
-def numba_import_error() -> str | None:
-    """Why numba could not be imported (None when it can)."""
-    return _IMPORT_ERROR
+def require_numba(device: torch.device | str = "cpu") -> None:
+    """Raise ``RuntimeError`` saying what to do when the numba kernels cannot run on ``device``."""
+    if numba is None:
+        raise RuntimeError(
+            f"the numba scan backend needs numba, which cannot be imported ({_IMPORT_ERROR}); pip install numba, "
+            "or use scan_backend 'auto' or 'chunked'"
+        )
+    if torch.device(device).type != "cpu":
+        raise RuntimeError(f"the numba scan backend runs on CPU tensors, got {device}; use 'auto' on a GPU")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,8 +462,7 @@ def causal_conv1d_silu_numba(
     ``reverse=True`` gives the same for the reversed sequence, reversed back (the anti-causal conv with the kernel
     flipped). Half inputs are computed in float32.
     """
-    if numba is None:
-        raise RuntimeError(f"the numba conv1d needs numba ({_IMPORT_ERROR}); pip install numba")
+    require_numba(x.device)
     ct = torch.promote_types(x.dtype, torch.float32)
     out = _NumbaConvSilu.apply(x.to(ct), weight.to(ct), bias.to(ct), bool(reverse), num_threads)
     return out.to(x.dtype)
@@ -493,7 +498,6 @@ class _NumbaScan(torch.autograd.Function):
             _run(_forward_kernel, *args, softplus, has_z, reverse, groups, out.numpy(), ckpt.numpy(), last.numpy())
         ctx.save_for_backward(u, delta, A, B, C, D, zz, delta_bias, ckpt)
         ctx.flags = (softplus, has_z, reverse, threads, groups)
-        ctx.mark_non_differentiable(last)
         return out, last
 
     @staticmethod
@@ -502,18 +506,15 @@ class _NumbaScan(torch.autograd.Function):
         softplus, has_z, reverse, threads, groups = ctx.flags
         bsz, n_e, length = u.shape
         n_s = A.shape[1]
-        if dout is None:
-            dout = torch.zeros_like(u)
         du, ddelta, dz = torch.empty_like(u), torch.empty_like(u), torch.empty_like(u) if has_z else None
         dA, dD = u.new_zeros(bsz, n_e, n_s), u.new_zeros(bsz, n_e)
         dB, dC = u.new_empty(groups, bsz, n_s, length), u.new_empty(groups, bsz, n_s, length)
-        dlast = u.new_zeros(bsz, n_e, n_s)  # the last state is not differentiable (mark_non_differentiable)
         args = [t.numpy() for t in (u, delta, A, B, C, D, zz, delta_bias)]
         with _LOCK:
             numba.set_num_threads(threads)
             _run(
                 _backward_kernel,
-                *args, softplus, has_z, reverse, groups, ckpt.numpy(), _np(dout.to(u.dtype)), dlast.numpy(),
+                *args, softplus, has_z, reverse, groups, ckpt.numpy(), _np(dout.to(u.dtype)), _np(dlast.to(u.dtype)),
                 du.numpy(), ddelta.numpy(), (dz if has_z else du).numpy(), dA.numpy(), dD.numpy(),
                 dB.numpy(), dC.numpy(),
             )  # fmt: skip
@@ -541,13 +542,9 @@ def selective_scan_numba(
         reverse: scan from the last step to the first (equal to flipping every (B, ·, L) input and the output).
         num_threads: numba threads (over batch x channel groups); None = ``torch.get_num_threads()``.
 
-    The last state is returned for inspection only (not differentiable). Raises ``RuntimeError`` when numba is
-    missing or the tensors are not on the CPU.
+    Raises ``RuntimeError`` when numba is missing or the tensors are not on the CPU.
     """
-    if numba is None:
-        raise RuntimeError(f"the numba scan backend needs numba ({_IMPORT_ERROR}); pip install numba")
-    if u.device.type != "cpu":
-        raise RuntimeError(f"the numba scan backend runs on CPU tensors, got {u.device}")
+    require_numba(u.device)
     check_shapes(u, delta, A, B, C, D, z, delta_bias)
     ct = compute_dtype(u.dtype)
     e = u.shape[1]
