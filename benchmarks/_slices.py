@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SliceSet", "LoadedDataset", "load_slices", "preprocess_slice", "guess_preset", "read_image"]
+__all__ = [
+    "SliceSet",
+    "LoadedDataset",
+    "load_slices",
+    "preprocess_slice",
+    "guess_preset",
+    "read_image",
+    "validation_split",
+]
 
 
 @dataclass
@@ -227,3 +235,34 @@ def load_slices(
         "split": datalist.get("split", {}),
     }
     return LoadedDataset(name or default_name, str(source), train, test, class_names, info)
+
+
+def _subset(s: SliceSet, keep: Sequence[int]) -> SliceSet:
+    idx = list(keep)
+    return SliceSet(
+        s.images[idx],
+        s.labels[idx],
+        [s.ids[i] for i in idx],
+        [s.modalities[i] for i in idx],
+        [s.groups[i] for i in idx] if s.groups else [],
+    )
+
+
+def validation_split(data: LoadedDataset, every: int = 5) -> LoadedDataset:
+    """Hold out every ``every``-th training patient (natural order of patient ids) as the evaluation part.
+
+    Settings (loss weights, budgets) are chosen on this split, so that the test patients are only used for the
+    final tables. The test slices are not touched.
+    """
+    groups = data.train.groups or data.train.ids
+    names = sorted(set(groups), key=_natural_key)
+    if len(names) < 2:
+        raise ValueError(f"{data.source}: a validation split needs at least 2 training patients, got {len(names)}.")
+    held = set(names[:: max(int(every), 2)])
+    val = [i for i, g in enumerate(groups) if g in held]
+    train = [i for i, g in enumerate(groups) if g not in held]
+    info = dict(data.info, split_part="validation", validation_patients=sorted(held, key=_natural_key))
+    info.update(train_slices=len(train), test_slices=len(val))
+    return LoadedDataset(
+        data.name, data.source, _subset(data.train, train), _subset(data.train, val), data.class_names, info
+    )

@@ -1,4 +1,4 @@
-"""Smoke and semantics tests of benchmarks/bench_quality.py on tiny synthetic data (never ../shared/data)."""
+"""Smoke and semantics tests of benchmarks/bench_quality.py + quality/ on tiny synthetic data (never ../shared/data)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from PIL import Image
 
 from benchmarks import bench_quality as bq
 from benchmarks._slices import load_slices, preprocess_slice
+from benchmarks.quality import degradation, metrics, report
+from benchmarks.quality.methods import METHODS
 
 
 def _phantom(rng: np.random.RandomState, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +51,7 @@ def test_dice_iou_absent_class_rules():
     pred[1:3, 1:2] = 1  # 2 px predicted, all inside
     pred[5, 5] = 3  # class 3: false positive on a slice without it
     # class 2: absent from both -> skipped (NaN)
-    dice, iou = bq.dice_iou_per_class(gt, pred, 4)
+    dice, iou = metrics.dice_iou_per_class(gt, pred, 4)
     assert dice[0] == pytest.approx(2 * 2 / (4 + 2))
     assert iou[0] == pytest.approx(2 / 4)
     assert math.isnan(dice[1]) and math.isnan(iou[1])
@@ -62,7 +64,7 @@ def test_summarize_skips_absent_and_averages_per_slice():
     pred = gt.copy()
     pred[1, 0, 0] = 2  # slice 1: only a false positive of class 2 -> that slice scores 0
     clean = np.zeros((2, 4, 4), np.float32)
-    s = bq.summarize(clean, gt, None, pred, 3)
+    s = metrics.summarize(clean, gt, None, pred, 3)
     assert s["dice_per_slice"] == [1.0, 0.0]
     assert s["dice_mean"] == pytest.approx(0.5) and s["dice_std"] == pytest.approx(0.5)
     assert s["dice_class"][0][2] == 1 and s["dice_class"][1][2] == 1  # one slice evaluated per class
@@ -75,7 +77,7 @@ def test_psnr_ssim_clip_and_conventions():
     rng = np.random.RandomState(1)
     gt = rng.rand(32, 32)
     pred = gt + rng.normal(0, 0.1, gt.shape)
-    p, s = bq.psnr_ssim(gt, pred)
+    p, s = metrics.psnr_ssim(gt, pred)
     clipped = np.clip(pred, 0, 1)
     assert p == pytest.approx(peak_signal_noise_ratio(gt, clipped, data_range=1.0))
     assert s == pytest.approx(structural_similarity(gt, clipped, data_range=1.0, win_size=7))
@@ -100,12 +102,12 @@ def test_fixed_test_masks_depend_only_on_seed_dataset_index():
 
     rng = np.random.RandomState(0)
     clean = rng.rand(3, 32, 32).astype(np.float32)
-    deg = bq.parse_degradation("cartesian:4:0.08")
-    a = bq.make_test_inputs(clean, deg, 0, "ds")
-    b = bq.make_test_inputs(clean, deg, 0, "ds")
+    deg = degradation.parse_degradation("cartesian:4:0.08")
+    a = degradation.make_test_inputs(clean, deg, 0, "ds")
+    b = degradation.make_test_inputs(clean, deg, 0, "ds")
     np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, bq.make_test_inputs(clean, deg, 0, "other"))
-    assert not np.allclose(a, bq.make_test_inputs(clean, deg, 1, "ds"))
+    assert not np.allclose(a, degradation.make_test_inputs(clean, deg, 0, "other"))
+    assert not np.allclose(a, degradation.make_test_inputs(clean, deg, 1, "ds"))
     us = deg.transform()
     y = us(torch.as_tensor(clean[2][None]), seed=sample_seed(0, "ds", 2))
     np.testing.assert_allclose(a[2], np.asarray(y[0]), atol=1e-6)
@@ -122,17 +124,17 @@ def test_more_undersampling_degrades_more():
     clean = np.stack([preprocess_slice(*_phantom(rng, 64, 64), 64)[0] for _ in range(6)])
     ps = {}
     for spec in ("cartesian:4:0.08", "cartesian:8:0.04", "radial:60", "radial:15"):
-        x = bq.make_test_inputs(clean, bq.parse_degradation(spec), 0, "synthetic")
-        ps[spec] = np.mean([bq.psnr_ssim(c, d)[0] for c, d in zip(clean, x)])
+        x = degradation.make_test_inputs(clean, degradation.parse_degradation(spec), 0, "synthetic")
+        ps[spec] = np.mean([metrics.psnr_ssim(c, d)[0] for c, d in zip(clean, x)])
     assert ps["cartesian:4:0.08"] > ps["cartesian:8:0.04"]
     assert ps["radial:60"] > ps["radial:15"]
 
 
 def test_parse_degradation_errors():
-    assert bq.parse_degradation("radial:60").spokes == 60
-    assert bq.parse_degradation("cartesian:8:0.04").spec() == "cartesian:8:0.04"
+    assert degradation.parse_degradation("radial:60").spokes == 60
+    assert degradation.parse_degradation("cartesian:8:0.04").spec() == "cartesian:8:0.04"
     with pytest.raises(ValueError, match="bad degradation"):
-        bq.parse_degradation("spiral:3")
+        degradation.parse_degradation("spiral:3")
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -147,15 +149,15 @@ def test_end_to_end_all_methods(tmp_path):
     ]  # fmt: skip
     assert bq.main(argv) == 0
     res = json.loads((out / "quality_t.json").read_text())
-    assert set(res["methods"]) == set(bq.METHODS)
+    assert set(res["methods"]) == set(METHODS)
     assert (out / "quality_t.png").stat().st_size > 1000
     md = (out / "quality_t.md").read_text()
     assert "python benchmarks/bench_quality.py --datasets" in md and "| VL-DUN joint (`vldun`) | 2 |" in md
     m = res["methods"]
     # the zero-filled row is the degraded test input, recomputed independently here
     loaded = load_slices(data, 32, modality="MRI")
-    x = bq.make_test_inputs(loaded.test.images, bq.parse_degradation("cartesian:4:0.08"), 0, "synth")
-    expect = np.mean([bq.psnr_ssim(c, d)[0] for c, d in zip(loaded.test.images, x)])
+    x = degradation.make_test_inputs(loaded.test.images, degradation.parse_degradation("cartesian:4:0.08"), 0, "synth")
+    expect = np.mean([metrics.psnr_ssim(c, d)[0] for c, d in zip(loaded.test.images, x)])
     assert m["zero_filled"]["psnr_mean"] == pytest.approx(expect, abs=1e-3)
     assert m["zero_filled"]["n_slices"] == len(loaded.test) > 0
     for k in ("rec_unet", "sequential", "vldun", "vldun_no_seg", "vldun_no_fd"):
@@ -165,12 +167,12 @@ def test_end_to_end_all_methods(tmp_path):
     assert "psnr_mean" not in m["vldun_no_rec"] and "dice_mean" not in m["vldun_no_seg"]
     assert m["vldun_no_clip"]["switches"] == {"use_clip_prior": False}
     assert "modality_accuracy" not in m["vldun_no_clip"] and "modality_accuracy" in m["vldun"]
-    assert all(m[k]["iterations"] == 2 for k in bq.METHODS if k != "zero_filled")
+    assert all(m[k]["iterations"] == 2 for k in METHODS if k != "zero_filled")
     assert m["sequential"]["train_seconds"] >= m["sequential"]["rec_train_seconds"]
     # a second run with the same configuration adds to the same results file
     assert bq.main(argv[:4] + ["--methods", "zero_filled"] + argv[6:]) == 0
     res2 = json.loads((out / "quality_t.json").read_text())
-    assert set(res2["methods"]) == set(bq.METHODS) and len(res2["commands"]) == 2
+    assert set(res2["methods"]) == set(METHODS) and len(res2["commands"]) == 2
 
 
 def test_nifti_datalist_source(tmp_path):
@@ -214,10 +216,10 @@ def test_paired_difference_is_clustered_by_patient():
     from scipy.stats import t as student_t
 
     a, b = [1.0, 1.0, 3.0, 3.0, None], [0.0, 0.0, 0.0, 0.0, 0.0]
-    mean, half, g, n = bq._paired(a, b, ["p1", "p1", "p2", "p2", "p2"])
+    mean, half, g, n = metrics._paired(a, b, ["p1", "p1", "p2", "p2", "p2"])
     assert (mean, g, n) == (2.0, 2, 4)
     assert half == pytest.approx(student_t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2))
-    mean, half, g, n = bq._paired(a, b)  # no patients: every slice is its own group, narrower interval
+    mean, half, g, n = metrics._paired(a, b)  # no patients: every slice is its own group, narrower interval
     assert (mean, g, n) == (2.0, 4, 4) and half < student_t.ppf(0.975, 1)
 
 
@@ -236,18 +238,18 @@ def test_seed_summary_verdicts():
             "methods": {"sequential": mk(base), "rec_unet": mk(base), "vldun": mk(joint)},
         }
 
-    md = bq.render_seed_summary([run(0, 0.2), run(1, 0.3)], ["a.json", "b.json"])
+    md = report.render_seed_summary([run(0, 0.2), run(1, 0.3)], ["a.json", "b.json"])
     row = next(line for line in md.splitlines() if line.startswith("| joint beats separate (Dice)"))
     assert row.endswith("| supported |")
     vrow = next(line for line in md.splitlines() if "(`vldun`)" in line)
     mean, sd = (float(v) for v in vrow.split("|")[3].split("±"))
     assert mean == pytest.approx(20.5 + 0.25 + 0.015, abs=0.006) and sd == pytest.approx(0.1 / math.sqrt(2), abs=0.006)
-    md = bq.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
+    md = report.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
     assert next(ln for ln in md.splitlines() if ln.startswith("| joint beats separate (Dice)")).endswith("undecided |")
     other = run(1, 0.2)
     other["config"]["size"] = 64
     with pytest.raises(ValueError, match="differ only"):
-        bq.render_seed_summary([run(0, 0.2), other], ["a", "b"])
+        report.render_seed_summary([run(0, 0.2), other], ["a", "b"])
 
 
 def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
@@ -284,7 +286,7 @@ def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
 def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
     unets = _run_file({"rec_unet": {"iterations": 300}, "sequential": {"iterations": 300}}, 300)
     joint = _run_file({"vldun": {"iterations": 120}}, 1200, time_budget=60.0)
-    res = bq.merge_runs([unets, joint], ["u.json", "j.json"], "label")
+    res = report.merge_runs([unets, joint], ["u.json", "j.json"], "label")
     assert list(res["methods"]) == ["rec_unet", "sequential", "vldun"]
     assert res["config"]["iterations"] == [300, 1200] and res["config"]["time_budget"] == [None, 60.0]
     assert res["machine"]["git_commit"] == "g1200"  # the VL-DUN run's code is the one the preset config describes
@@ -292,13 +294,13 @@ def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
     assert res["title"] == "d (radial:60), 32px, merged from 2 runs" and res["budget_label"] == "label"
     assert [m["file"] for m in res["merged_from"]] == ["u.json", "j.json"]
     with pytest.raises(ValueError, match=r"j\.json: config size=64"):
-        bq.merge_runs([unets, _run_file({"vldun": {}}, 1200, size=64)], ["u.json", "j.json"], "l")
+        report.merge_runs([unets, _run_file({"vldun": {}}, 1200, size=64)], ["u.json", "j.json"], "l")
     other_test = _run_file({"vldun": {}}, 1200)
     other_test["test_ids"] = ["a", "b"]
     with pytest.raises(ValueError, match="test_ids differs"):
-        bq.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
+        report.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
     with pytest.raises(ValueError, match="'rec_unet' is in both"):
-        bq.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
+        report.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
 
 
 def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):

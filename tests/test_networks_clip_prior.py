@@ -6,6 +6,7 @@ import logging
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 
 from scripts.networks.clip_prior import CLIP_CONFIG_DIR, CLIPPrior, register_clip_configs
 from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
@@ -42,9 +43,14 @@ def test_output_shapes(prior):
     assert out["tokens"].shape == (3, CLIPPrior.num_tokens, d)
 
 
-def test_degradation_logits_are_dot_products_with_the_cached_text_features(prior):
+def test_degradation_logits_are_scaled_cosines_with_the_cached_text_features(prior):
     out = prior(torch.rand(2, 1, 32, 32))
-    assert torch.allclose(out["degradation_logits"], out["features"] @ prior.text_features.t(), atol=1e-5)
+    cos = F.normalize(out["features"], dim=-1) @ F.normalize(prior.text_features, dim=-1).t()
+    assert torch.allclose(out["degradation_logits"], prior.logit_scale.exp() * cos, atol=1e-5)
+    torch.manual_seed(0)
+    dot = CLIPPrior(TINY, similarity="dot")
+    out = dot(torch.rand(2, 1, 32, 32))
+    assert torch.allclose(out["degradation_logits"], out["features"] @ dot.text_features.t(), atol=1e-5)
     # the text bank is a persistent buffer (travels with checkpoints), not a parameter, and the text tower is gone
     assert "text_features" in prior.state_dict()
     assert all("text_features" not in n for n, _ in prior.named_parameters())
@@ -72,6 +78,15 @@ def test_cosine_similarity_option_is_bounded_by_the_scale():
     assert logits.abs().max() <= p.logit_scale.exp() + 1e-4
     with pytest.raises(ValueError):
         CLIPPrior(TINY, similarity="l2")
+
+
+def test_weights_of_the_other_similarity_name_the_setting_they_need():
+    cosine, dot = CLIPPrior(TINY), CLIPPrior(TINY, similarity="dot")
+    with pytest.raises(RuntimeError, match="trained with similarity='dot'.*--clip_similarity dot"):
+        cosine.load_state_dict(dot.state_dict())
+    with pytest.raises(RuntimeError, match="trained with similarity='cosine'"):
+        dot.load_state_dict(cosine.state_dict())
+    cosine.load_state_dict(CLIPPrior(TINY).state_dict())  # same setting: loads
 
 
 def test_preprocess_adapts_channels_size_and_normalisation(prior):

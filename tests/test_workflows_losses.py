@@ -31,7 +31,9 @@ def test_terms_match_their_definitions():
     loss = VLDUNLoss()
     terms = loss.terms(pred, t)
     assert set(terms) == {"rec", "seg", "mod", "deg"}
-    assert torch.allclose(terms["rec"], (pred["restored"] - t["target"]).abs().mean())
+    assert torch.allclose(terms["rec"], ((pred["restored"] - t["target"]) ** 2).mean())  # MSE: what PSNR scores
+    l1 = VLDUNLoss(rec_loss="l1").terms(pred, t)["rec"]
+    assert torch.allclose(l1, (pred["restored"] - t["target"]).abs().mean())
     assert torch.allclose(terms["deg"], F.cross_entropy(pred["degradation_logits"], t["degradation"]))
     # focal loss with gamma=0 and no alpha is the mean binary... check the gamma effect instead: confident
     # correct logits give a much smaller focal loss than confident wrong logits
@@ -67,7 +69,7 @@ def test_dice_ce_rewards_the_correct_segmentation():
 
 def test_ablated_outputs_and_zero_weights_are_skipped():
     pred, t = _batch()
-    loss = VLDUNLoss(lambda_mod=0.0)
+    loss = VLDUNLoss(lambda_rec=1.0, lambda_mod=0.0)
     no_seg = {k: v for k, v in pred.items() if k != "seg"}
     total = loss(no_seg, t)
     assert set(loss.last_terms) == {"loss_rec", "loss_deg"}
@@ -97,7 +99,7 @@ def test_charbonnier_is_smooth_l1():
     assert float(CharbonnierLoss(1e-3)(x, x)) == pytest.approx(1e-3)
     pred, t = _batch()
     ch = VLDUNLoss(rec_loss="charbonnier", charbonnier_eps=1e-3).terms(pred, t)["rec"]
-    l1 = VLDUNLoss().terms(pred, t)["rec"]
+    l1 = VLDUNLoss(rec_loss="l1").terms(pred, t)["rec"]
     assert float(ch) >= float(l1) and float(ch) == pytest.approx(float(l1), rel=0.05)
 
 
@@ -108,3 +110,33 @@ def test_gradients_reach_every_prediction():
     VLDUNLoss()(pred, t).backward()
     for k, v in pred.items():
         assert v.grad is not None and v.grad.abs().sum() > 0, k
+
+
+def test_ssim_term_is_added_to_the_restoration_term():
+    from monai.losses import SSIMLoss
+
+    pred, t = _batch(h=24, w=24)
+    mse = VLDUNLoss().terms(pred, t)["rec"]
+    both = VLDUNLoss(ssim_weight=0.5).terms(pred, t)["rec"]
+    ssim = SSIMLoss(spatial_dims=2, data_range=1.0, kernel_type="uniform", win_size=7)(pred["restored"], t["target"])
+    assert float(ssim) > 0.1 and torch.allclose(both, mse + 0.5 * ssim)
+    # a perfect restoration costs nothing; volumes (B, C, H, W, D) are scored slice by slice
+    vol = torch.rand(1, 1, 24, 24, 3)
+    assert float(VLDUNLoss(ssim_weight=1.0).terms({"restored": vol}, {"target": vol})["rec"]) == pytest.approx(
+        0, abs=1e-5
+    )
+    with pytest.raises(ValueError, match="ssim_weight"):
+        VLDUNLoss(ssim_weight=-1)
+
+
+def test_prior_terms_are_off_when_the_data_have_one_class():
+    pred, t = _batch()
+    one = VLDUNLoss(num_modalities=1, num_degradations=1)
+    assert one.weights["mod"] == one.weights["deg"] == 0.0
+    one(pred, t)
+    assert set(one.last_terms) == {"loss_rec", "loss_seg"}
+    two = VLDUNLoss(num_modalities=2, num_degradations=3)
+    two(pred, t)
+    assert set(two.last_terms) == {"loss_rec", "loss_seg", "loss_mod", "loss_deg"}
+    with pytest.raises(ValueError, match="lambda_rec"):
+        VLDUNLoss(lambda_rec=float("nan"))

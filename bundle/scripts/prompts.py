@@ -6,7 +6,8 @@ interpreted the same way by the network's prompt bank and by the loss, whatever 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: Default modality classes (index = class id). The paper trains on M = 8 datasets; our demo and the shared
 #: evaluation sets have two imaging modalities, so the default table is MRI/CT. Configs may pass their own list.
@@ -55,3 +56,12 @@ def modality_index(name: str | int, modalities: Sequence[str] = MODALITIES) -> i
 def degradation_index(name: str | int) -> int:
     """Class id of a degradation type given by name or id, e.g. ``degradation_index("radial_undersampling")``."""
     return _index(name, DEGRADATION_TYPES, "degradation")
+
+
+def modalities_in(datalist: Sequence[Mapping[str, Any]], default: str | int, modalities: Sequence[str] = MODALITIES):
+    """The modality names present in a datalist (items without a ``modality`` entry count as ``default``).
+
+    The joint loss switches its modality and degradation terms off when the training data hold one class only.
+    """
+    found = {modalities[modality_index(item.get("modality", default), modalities)] for item in datalist}
+    return sorted(found, key=list(modalities).index)

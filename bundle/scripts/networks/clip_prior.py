@@ -6,8 +6,11 @@
   focal loss of Eq. 3 belong to the loss);
 - **text prior (degradation):** the frozen text encoder ``E_t`` encodes a fixed prompt bank once (at construction);
   the features are cached in the persistent buffer ``text_features`` (K, D) and the text tower is then dropped.
-  ``degradation_logits[b, k] = f_mod[b] . text_features[k]`` (dot product, as in the paper; ``similarity="cosine"``
-  normalises both and multiplies by a learnable scale instead);
+  ``degradation_logits[b, k] = s · cos(f_mod[b], text_features[k])`` with a learnable scale ``s`` (CLIP's own
+  image-text logits; default), or the raw dot product ``f_mod[b] . text_features[k]`` (``similarity="dot"``, the
+  paper's wording). The raw dot product is unbounded: with random or re-tuned encoders its first logits reach tens,
+  and its first gradient step into the encoder was ~170x the segmentation term's in measured runs, which set Adam's
+  moments for the rest of training;
 - **prior tokens** for the AMGDM cross-attention (keys/values): three D-dimensional tokens per image,
   ``[f_mod, softmax(modality_logits) @ modality_embedding, softmax(degradation_logits) @ text_features]``, passed
   through a LayerNorm so that the three have comparable scales. The per-stage projections D -> C into keys and
@@ -105,7 +108,8 @@ class CLIPPrior(nn.Module):
         modalities: modality class names (index = class id); default ``scripts.prompts.MODALITIES``.
         degradation_prompts: one text prompt per degradation class; default ``scripts.prompts.DEGRADATION_PROMPTS``.
         tune_clip: train the visual encoder (paper) or freeze it ("w/o CLIP tuning" ablation).
-        similarity: ``"dot"`` (paper: raw dot product) or ``"cosine"`` (normalised, learnable logit scale).
+        similarity: ``"cosine"`` (normalised, learnable logit scale, initialised at 1/0.07 as CLIP) or ``"dot"``
+            (raw dot product, the paper's wording; unbounded).
         clip_prior_weights: optional path to the state dict of a fine-tuned ``CLIPPrior``.
         image_size: override of the CLIP input size (default: the model's own).
 
@@ -122,7 +126,7 @@ class CLIPPrior(nn.Module):
         modalities: Sequence[str] | None = None,
         degradation_prompts: Sequence[str] | None = None,
         tune_clip: bool = True,
-        similarity: str = "dot",
+        similarity: str = "cosine",
         clip_prior_weights: str | None = None,
         image_size: int | None = None,
     ) -> None:
@@ -233,6 +237,17 @@ class CLIPPrior(nn.Module):
                 f"[{short(unexpected)}]; shape mismatches: [{short(shape_errors)}]."
             )
         self.load_state_dict(sd, strict=strict)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs):
+        # weights trained with the other similarity differ by one key; say which setting they need
+        has_scale = prefix + "logit_scale" in state_dict
+        if any(k.startswith(prefix) for k in state_dict) and has_scale != (self.similarity == "cosine"):
+            trained = "cosine" if has_scale else "dot"
+            errs.append(
+                f"these CLIP prior weights were trained with similarity={trained!r} but the network is built with "
+                f"{self.similarity!r}: set clip_similarity to {trained!r} (e.g. `--clip_similarity {trained}`)."
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs)
 
     # ------------------------------------------------------------------ forward
     def preprocess(self, y: torch.Tensor) -> torch.Tensor:

@@ -191,7 +191,7 @@ class VLDUN(nn.Module):
         clip_pretrained: str | None = None,
         clip_prior_weights: str | None = None,
         tune_clip: bool = True,
-        clip_similarity: str = "dot",
+        clip_similarity: str = "cosine",
         clip_image_size: int | None = None,
         num_modalities: int | None = None,
         modalities: Sequence[str] | None = None,
@@ -325,6 +325,12 @@ class VLDUN(nn.Module):
         self.up2_1 = Upsample(c2)  # -> C, concatenated with enc1 -> 2C (no reduction, as Restormer)
 
         self.rec_head = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias) if use_rec_head else None
+        if self.rec_head is not None:
+            # start at the input (the global residual): training then moves away from the degraded image only
+            # where that lowers the loss, instead of from a random offset the first steps must undo
+            nn.init.zeros_(self.rec_head.weight)
+            if self.rec_head.bias is not None:
+                nn.init.zeros_(self.rec_head.bias)
         if use_seg_head:
             self.seg_head: nn.Module | None = nn.Sequential(
                 nn.Conv2d(c2, seg_hidden, kernel_size=3, padding=1, bias=False),

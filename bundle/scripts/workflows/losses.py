@@ -2,10 +2,21 @@
 
 ``L = λ_rec·L_rec(x̂, x) + λ_seg·DiceCE(ŝ, s) + λ_mod·Focal(modality_logits, m) + λ_deg·CE(degradation_logits, d)``
 
-- ``L_rec`` is L1 (default, as VLU-Net/AMIR) or Charbonnier ``sqrt((x̂-x)² + ε²)`` (MambaIR);
+- ``L_rec`` is MSE (default), L1 (as VLU-Net/AMIR) or Charbonnier ``sqrt((x̂-x)² + ε²)`` (MambaIR), plus
+  ``ssim_weight·(1 − SSIM)`` when ``ssim_weight > 0`` (7×7 uniform window, the benchmark's SSIM);
 - ``DiceCE`` is ``monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)`` on the segmentation logits;
 - ``Focal`` is ``monai.losses.FocalLoss(to_onehot_y=True, use_softmax=True, gamma=γ)`` on the modality logits (Eq. 3);
 - the degradation term is the image–text contrastive cross-entropy over the similarity logits (section 3.3.3).
+
+Why MSE by default: the quality is scored by PSNR, and undersampling aliasing makes most zero-filled pixels too
+bright, so L1 is lowered most cheaply by darkening everything (the median, not the mean) and cost VL-DUN PSNR in
+controlled runs (``benchmarks/results/``). The segmentation term's gradients on the shared trunk outweigh the
+restoration term's unless ``lambda_rec`` is raised to match them (the default 10 with MSE keeps them of the same
+order; ``benchmarks/bench_quality.py --grad-probe`` measures it).
+
+The modality and degradation terms (the CLIP prior, section 3.3) only carry information when the training data hold
+more than one class: pass ``num_modalities`` / ``num_degradations`` (the number of classes the training data can
+show) and a term with fewer than two classes is switched off, whatever its weight.
 
 A term is skipped (and not logged) when its weight is 0, when the network did not produce the prediction (an
 ablation without segmentation or reconstruction head, a network without CLIP prior) or when the batch has no
@@ -15,15 +26,16 @@ the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, FocalLoss
+from monai.losses import DiceCELoss, FocalLoss, SSIMLoss
 from torch import nn
 
-__all__ = ["VLDUNLoss", "CharbonnierLoss", "TERM_NAMES"]
+__all__ = ["VLDUNLoss", "CharbonnierLoss", "REC_LOSSES", "TERM_NAMES"]
 
 #: term name -> (prediction key, target key) as produced by the network and the preprocessing.
 TERM_NAMES: dict[str, tuple[str, str]] = {
@@ -47,6 +59,10 @@ class CharbonnierLoss(nn.Module):
         return torch.sqrt((x - y) ** 2 + self.eps**2).mean()
 
 
+#: restoration losses by name (Charbonnier takes its eps from the loss' arguments).
+REC_LOSSES: dict[str, type[nn.Module]] = {"mse": nn.MSELoss, "l1": nn.L1Loss, "charbonnier": CharbonnierLoss}
+
+
 def _class_index(t: Any, device: torch.device) -> torch.Tensor:
     """Targets of a classification term as a (B,) long tensor (accepts (B,), (B, 1), lists and ints)."""
     t = torch.as_tensor(t, device=device)
@@ -58,12 +74,15 @@ class VLDUNLoss(nn.Module):
 
     Args:
         lambda_rec, lambda_seg, lambda_mod, lambda_deg: term weights (0 switches a term off).
-        rec_loss: ``"l1"`` or ``"charbonnier"``.
+        rec_loss: ``"mse"``, ``"l1"`` or ``"charbonnier"``.
+        ssim_weight: weight of ``1 − SSIM`` added to the restoration term (0: none).
         charbonnier_eps: ε of the Charbonnier loss.
         focal_gamma: focusing parameter γ of the modality focal loss.
         focal_alpha: optional α of the focal loss (``None``: no class balancing).
         dice_ce_kwargs: extra arguments for ``DiceCELoss`` (e.g. ``{"lambda_dice": 0.5, "lambda_ce": 0.5}``).
         pred_keys / target_keys: override the dictionary keys of :data:`TERM_NAMES` (term -> key).
+        num_modalities, num_degradations: how many modality / degradation classes the training data can show
+            (``None``: unknown, the weight decides); fewer than 2 switches that term off (a constant target).
 
     ``forward(pred, targets)`` takes the network's output dict and a dict of targets (``target`` clean image,
     ``label`` segmentation (B, 1, H, W), ``modality`` and ``degradation`` class indices) and returns the scalar total.
@@ -71,31 +90,38 @@ class VLDUNLoss(nn.Module):
 
     def __init__(
         self,
-        lambda_rec: float = 1.0,
+        lambda_rec: float = 10.0,
         lambda_seg: float = 1.0,
         lambda_mod: float = 0.1,
         lambda_deg: float = 0.1,
-        rec_loss: str = "l1",
+        rec_loss: str = "mse",
         charbonnier_eps: float = 1e-3,
+        ssim_weight: float = 0.0,
         focal_gamma: float = 2.0,
         focal_alpha: float | None = None,
         dice_ce_kwargs: Mapping[str, Any] | None = None,
         pred_keys: Mapping[str, str] | None = None,
         target_keys: Mapping[str, str] | None = None,
+        num_modalities: int | None = None,
+        num_degradations: int | None = None,
     ) -> None:
         super().__init__()
         self.weights = {"rec": float(lambda_rec), "seg": float(lambda_seg), "mod": float(lambda_mod)}
         self.weights["deg"] = float(lambda_deg)
         for name, w in self.weights.items():
-            if w < 0:
-                raise ValueError(f"loss weight lambda_{name} must be >= 0, got {w}.")
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(f"loss weight lambda_{name} must be a finite number >= 0, got {w}.")
+        for name, n in (("mod", num_modalities), ("deg", num_degradations)):
+            if n is not None and int(n) < 2:
+                self.weights[name] = 0.0  # one class: the target is constant and the term teaches nothing
         rec = str(rec_loss).lower()
-        if rec == "l1":
-            self.rec_loss: nn.Module = nn.L1Loss()
-        elif rec == "charbonnier":
-            self.rec_loss = CharbonnierLoss(charbonnier_eps)
-        else:
-            raise ValueError(f"rec_loss must be 'l1' or 'charbonnier', got {rec_loss!r}.")
+        if rec not in REC_LOSSES:
+            raise ValueError(f"rec_loss must be one of {list(REC_LOSSES)}, got {rec_loss!r}.")
+        self.rec_loss: nn.Module = CharbonnierLoss(charbonnier_eps) if rec == "charbonnier" else REC_LOSSES[rec]()
+        self.ssim_weight = float(ssim_weight)
+        if not math.isfinite(self.ssim_weight) or self.ssim_weight < 0:
+            raise ValueError(f"ssim_weight must be a finite number >= 0, got {ssim_weight}.")
+        self.ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, kernel_type="uniform", win_size=7)
         kw = {"to_onehot_y": True, "softmax": True}
         kw.update(dict(dice_ce_kwargs or {}))
         self.seg_loss = DiceCELoss(**kw)
@@ -120,7 +146,10 @@ class VLDUNLoss(nn.Module):
             if w == 0 or p is None or t is None:
                 continue
             if name == "rec":
-                out[name] = self.rec_loss(p.float(), torch.as_tensor(t, device=p.device).float())
+                t = torch.as_tensor(t, device=p.device).float()
+                out[name] = self.rec_loss(p.float(), t)
+                if self.ssim_weight > 0:
+                    out[name] = out[name] + self.ssim_weight * self._ssim(p.float(), t)
             elif name == "seg":
                 t = torch.as_tensor(t, device=p.device)
                 out[name] = self.seg_loss(p.float(), t if t.ndim == p.ndim else t.unsqueeze(1))
@@ -129,6 +158,12 @@ class VLDUNLoss(nn.Module):
             else:
                 out[name] = F.cross_entropy(p.float(), _class_index(t, p.device))
         return out
+
+    def _ssim(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # SSIMLoss is 2D; volumes (B, C, H, W, D) are scored slice by slice along the last axis.
+        if x.ndim == 5:
+            x, y = (v.movedim(-1, 1).flatten(0, 1) for v in (x, y))
+        return self.ssim_loss(x, y)
 
     def forward(self, pred: Mapping[str, Any], targets: Mapping[str, Any]) -> torch.Tensor:
         terms = self.terms(pred, targets)

@@ -1,0 +1,451 @@
+"""Reporting of the quality benchmark: the machine and code record (``machine``), the table formatting helpers, the
+paper's claims checked by paired differences (``CLAIMS``), the markdown of one run (``render_markdown``), the
+summary over training seeds (``render_seed_summary``), the merge of runs with different budgets (``merge_runs``)
+and the bar plot (``plot``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.quality.methods import METHOD_LABELS, METHODS
+from benchmarks.quality.metrics import _paired
+
+__all__ = ["CLAIMS", "machine", "merge_runs", "plot", "render_markdown", "render_seed_summary"]
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import subprocess
+
+    import monai
+
+    def _git(*cmd: str) -> str:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=_REPO, capture_output=True, text=True, timeout=20)
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = bool(
+        _git("status", "--porcelain", "--", "bundle/scripts", "benchmarks/bench_quality.py", "benchmarks/quality")
+    )
+    return {
+        "git_commit": (commit + ("+uncommitted changes" if dirty else "")) or "unknown",
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+    }
+
+
+def _fmt(m: float, s: float, digits: int) -> str:
+    if m is None or not np.isfinite(m):
+        return "–"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n else "–"
+
+
+def _ordered(methods: Mapping[str, Any]) -> list[str]:
+    return [m for m in METHODS if m in methods] + sorted(m for m in methods if m not in METHODS)
+
+
+CLAIMS = (
+    ("joint beats separate (Dice)", "vldun", "sequential", "dice_per_slice"),
+    ("joint beats separate (PSNR)", "vldun", "rec_unet", "psnr"),
+    ("joint vs seg-only on degraded input (Dice)", "vldun", "seg_unet_degraded", "dice_per_slice"),
+    ("FD helps (PSNR)", "vldun", "vldun_no_fd", "psnr"),
+    ("FD helps (Dice)", "vldun", "vldun_no_fd", "dice_per_slice"),
+    ("CLIP prior helps (PSNR)", "vldun", "vldun_no_clip", "psnr"),
+    ("CLIP prior helps (Dice)", "vldun", "vldun_no_clip", "dice_per_slice"),
+    ("CLIP tuning helps (PSNR)", "vldun", "vldun_frozen_clip", "psnr"),
+    ("CLIP tuning helps (Dice)", "vldun", "vldun_frozen_clip", "dice_per_slice"),
+    ("seg head helps restoration (PSNR)", "vldun", "vldun_no_seg", "psnr"),
+    ("rec head helps segmentation (Dice)", "vldun", "vldun_no_rec", "dice_per_slice"),
+)
+
+
+def _recipe_text(cfg: Mapping[str, Any]) -> str:
+    r = cfg.get("recipe")
+    if not r:  # results written before the benchmark trained with the bundle's recipe
+        return f"AdamW lr {cfg['lr']} (constant), the benchmark's own training loop"
+    sets = ", ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items() if k != "preset")
+    return (
+        f"the bundle's recipe (`{r['config']}`{' with ' + sets if sets else ''}: VLDUNTrainer, "
+        f"{r['optimizer'].rsplit('.', 1)[-1]} lr {r['learning_rate']} weight decay {r['weight_decay']}, "
+        f"{r['lr_scheduler'].rsplit('.', 1)[-1]} with {r['warmup_epochs']}/{r['epochs']} of the iterations as "
+        f"warm-up from ×{r['warmup_start_factor']}, for every learned method)"
+    )
+
+
+def _loss_text(cfg: Mapping[str, Any]) -> str:
+    r = cfg.get("recipe")
+    if not r:
+        lp = cfg.get("lambda_prior")
+        return f"VLDUNLoss (L1 + Dice-CE + {lp}·focal(modality) + {lp}·CE(degradation)); UNets: L1 or Dice-CE"
+    rec = f"{r['lambda_rec']}·{r['rec_loss'].upper()}"
+    if r.get("ssim_weight"):
+        rec = f"{r['lambda_rec']}·({r['rec_loss'].upper()} + {r['ssim_weight']}·(1 − SSIM))"
+    return (
+        f"VLDUNLoss {rec} + {r['lambda_seg']}·Dice-CE (+ {r['lambda_mod']}·focal(modality) + "
+        f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
+        f"CLIP similarity {r.get('clip_similarity')}; the UNets train with the same loss (their own terms)"
+    )
+
+
+def render_markdown(res: Mapping[str, Any]) -> str:
+    cfg, methods = res["config"], res["methods"]
+    names = res["class_names"][1:]
+    lines = [
+        f"# Quality benchmark: {res['title']}",
+        "",
+        f"**{res['budget_label']}**. Generated by `benchmarks/bench_quality.py`; protocol: "
+        "`../shared/design/benchmark-protocol.md`. Data are read from the shared folder and never copied into "
+        "this repository.",
+        "",
+        "## Setup",
+        "",
+        f"- dataset: `{res['dataset']}` ({res['modality']}), source `{res['source']}`; "
+        f"train {res['train_slices']} slices, test {res['test_slices']} slices; classes {res['class_names']}",
+        f"- degradation: {res['degradation_text']} (`{res['degradation']}`); test masks fixed per slice from "
+        f"`sample_seed({cfg['seed']}, '{res['dataset']}', slice_index)`; training masks fresh per sample; "
+        f"training seed (initialisation, batch order, training masks) {cfg.get('train_seed', cfg['seed'])}",
+        f"- size {cfg['size']}×{cfg['size']}, batch {cfg['batch_size']}, {_recipe_text(cfg)}, random flips, "
+        + (
+            "iterations per learned method as in the table's *iterations* column (runs merged below)"
+            if res.get("merged_from")
+            else f"{cfg['iterations']} iterations per learned method"
+            + (f" (capped at {cfg['time_budget']} s)" if cfg.get("time_budget") else "")
+        )
+        + f", last iterate; UNets: MONAI BasicUNet features {tuple(cfg['unet_features'])}; VL-DUN preset "
+        f"`{cfg['preset']}`, {_loss_text(cfg)}; CLIP randomly initialised (no pretrained weights available)",
+        *(
+            [
+                "- **evaluated on the validation part** (every 5th training patient held out; used to choose "
+                "settings, never the test patients)"
+            ]
+            if cfg.get("split") == "validation"
+            else []
+        ),
+        *(
+            f"- merged by `--merge` from `{src['file']}`: {', '.join(src['methods'])}; {src['iterations']} "
+            f"iterations"
+            + (f", capped at {src['time_budget']:.0f} s" if src.get("time_budget") else "")
+            + f", git `{src.get('git_commit')}`"
+            for src in res.get("merged_from", ())
+        ),
+        f"- code: git `{res['machine'].get('git_commit', 'not recorded')}`; VL-DUN preset `{cfg['preset']}` = "
+        f"`{json.dumps(res.get('vldun_preset_config', 'not recorded'))}`",
+        f"- threads: torch.set_num_threads({cfg['threads']}); machine: {res['machine']['cpu']} "
+        f"({res['machine']['cpu_count']} logical CPUs, shared with other jobs), {res['machine']['platform']}, "
+        f"torch {res['machine']['torch']}, MONAI {res['machine']['monai']}",
+        "- metrics: PSNR/SSIM per slice (skimage, data_range 1, 7×7 window, outputs clipped to [0, 1]); Dice/IoU per "
+        "class per slice after argmax (class absent from both prediction and truth: skipped; false positive on a "
+        "slice without the class: 0); *mean Dice/IoU* = per-slice mean over the foreground classes evaluated on "
+        "that slice, then mean ± std over slices; std is the population std over test slices",
+        "",
+        "## Results",
+        "",
+        "| method | iterations | train time (s) | s / it | params | PSNR (dB) | SSIM | mean Dice | mean IoU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in _ordered(methods):
+        r = methods[m]
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} (`{m}`) | {r['iterations']} | {r['train_seconds']:.0f} | "
+            f"{r['sec_per_iter']:.2f} | {_params(r['params'])} | {_fmt(r.get('psnr_mean'), r.get('psnr_std'), 2)} "
+            f"| {_fmt(r.get('ssim_mean'), r.get('ssim_std'), 3)} | {_fmt(r.get('dice_mean'), r.get('dice_std'), 3)} "
+            f"| {_fmt(r.get('iou_mean'), r.get('iou_std'), 3)} |"
+        )
+    seg_methods = [m for m in _ordered(methods) if "dice_class" in methods[m]]
+    if seg_methods:
+        lines += ["", "### Dice per class (mean ± std over the slices where the class is evaluated; n)", ""]
+        lines += ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for m in seg_methods:
+            cells = [f"{_fmt(mu, sd, 3)} (n={n})" for mu, sd, n in methods[m]["dice_class"]]
+            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines += ["", "### IoU per class", ""]
+        lines += ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for m in seg_methods:
+            cells = [_fmt(mu, sd, 3) for mu, sd, _ in methods[m]["iou_class"]]
+            lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    prior = [m for m in _ordered(methods) if "modality_accuracy" in methods[m]]
+    if prior:
+        lines += ["", "CLIP prior heads on the test inputs (one modality and one degradation class in this set): "]
+        lines[-1] += "; ".join(
+            f"`{m}` modality acc {methods[m]['modality_accuracy']:.2f}, degradation acc "
+            f"{methods[m]['degradation_accuracy']:.2f}"
+            for m in prior
+        )
+    probes = [m for m in _ordered(methods) if methods[m].get("grad_probe")]
+    if probes:
+        lines += [
+            "",
+            "## Task gradients on the shared trunk",
+            "",
+            "Norm of each weighted loss term's gradient on the parameters both heads share (all but the rec head, "
+            "the seg head and the CLIP prior), on the batch of that iteration (`--grad-probe`).",
+            "",
+            "| method | iteration | restoration | segmentation | ratio rec / seg |",
+            "|---|---|---|---|---|",
+        ]
+        for m in probes:
+            for r in methods[m]["grad_probe"]:
+                rec, seg = r.get("rec"), r.get("seg")
+                ratio = f"{rec / seg:.2f}" if rec is not None and seg else "–"
+                cells = [f"{v:.4f}" if v is not None else "–" for v in (rec, seg)]
+                lines.append(f"| `{m}` | {r['iteration']} | {cells[0]} | {cells[1]} | {ratio} |")
+    claims = []
+    for text, a, b, key in CLAIMS:
+        if a in methods and b in methods and key in methods[a] and key in methods[b]:
+            p = _paired(methods[a][key], methods[b][key], res.get("test_groups"))
+            if p is not None:
+                unit = " dB" if key == "psnr" else ""
+                verdict = "A > B" if p[0] - p[1] > 0 else "A < B" if p[0] + p[1] < 0 else "undecided"
+                claims.append(
+                    f"| {text} | `{a}` | `{b}` | {p[0]:+.3f} ± {p[1]:.3f}{unit} | {p[2]} / {p[3]} | {verdict} |"
+                )
+    if claims:
+        lines += [
+            "",
+            "## Paired differences (A − B, 95% interval over patients)",
+            "",
+            "Per test slice A − B, averaged per patient (slices of one patient are not independent), then mean ± "
+            "t(0.975, G−1)·sd/√G over the G patients (each slice is its own group where the data have no patient "
+            "ids). *undecided*: the interval contains 0. This is the noise of the test set only; the spread over "
+            "training seeds is not measured.",
+            "",
+            "| claim | A | B | A − B | patients / slices | verdict |",
+            "|---|---|---|---|---|---|",
+            *claims,
+        ]
+    lines += ["", "## Commands", ""]
+    for c in res["commands"]:
+        done = [m for m in c["methods"] if m in methods]
+        state = "" if c.get("complete", True) else "; stopped before the end, the finished methods are in the tables"
+        lines.append(f"- {c['date']} ({', '.join(done)}{state}):")
+        lines += ["", "  ```bash", f"  {c['command']}", "  ```", ""]
+    lines += [f"Total wall-clock of the runs: {sum(c['seconds'] for c in res['commands']) / 60:.1f} min.", ""]
+    if res.get("plot"):
+        lines += [f"![quality plot]({res['plot']})", ""]
+    return "\n".join(lines)
+
+
+def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
+    """Markdown of several runs that differ only in the training seed: per-method mean ± std over seeds of the
+    test-set means, and per claim the paired difference of every seed with its patient-level 95% interval.
+
+    A claim is *supported* when every seed shows A > B with an interval excluding 0, *contradicted* when every seed
+    shows A < B likewise, and *undecided* otherwise.
+    """
+    if not results:
+        raise ValueError("no results to aggregate")
+    keys = ("dataset", "degradation")
+    ref = results[0]
+    for r in results[1:]:
+        same = all(r[k] == ref[k] for k in keys)
+        cfg_a = {k: v for k, v in r["config"].items() if k != "train_seed"}
+        cfg_b = {k: v for k, v in ref["config"].items() if k != "train_seed"}
+        if not same or cfg_a != cfg_b:
+            raise ValueError("the runs to aggregate must differ only in their training seed")
+    seeds = [r["config"].get("train_seed", r["config"]["seed"]) for r in results]
+    methods = [m for m in METHODS if any(m in r["methods"] for r in results)]
+    cfg = ref["config"]
+    lines = [
+        f"# Quality benchmark over training seeds: {ref['title']}",
+        "",
+        f"**{ref['budget_label']}**",
+        "",
+        f"Aggregated by `python benchmarks/bench_quality.py --aggregate` from {', '.join(f'`{s}`' for s in sources)} "
+        f"(training seeds {seeds}; everything else identical: same test slices and test masks, size {cfg['size']}, "
+        f"batch {cfg['batch_size']}, {cfg['iterations']} iterations, lr {cfg['lr']}). Setup, machine and the exact "
+        "commands are in those files.",
+        "",
+        "## Test-set means, mean ± std over training seeds (n = seeds)",
+        "",
+        "| method | n | PSNR (dB) | SSIM | mean Dice | mean IoU |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def over_seeds(m: str, key: str, digits: int) -> str:
+        v = [r["methods"][m][key] for r in results if m in r["methods"] and key in r["methods"][m]]
+        if not v:
+            return "–"
+        return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+    for m in methods:
+        n = sum(m in r["methods"] for r in results)
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} (`{m}`) | {n} | {over_seeds(m, 'psnr_mean', 2)} | "
+            f"{over_seeds(m, 'ssim_mean', 3)} | {over_seeds(m, 'dice_mean', 3)} | {over_seeds(m, 'iou_mean', 3)} |"
+        )
+    lines += [
+        "",
+        "## Claims: A − B per seed (patient-level 95% interval, as in the per-run files)",
+        "",
+        "*supported*: A > B with an interval excluding 0 in every seed; *contradicted*: A < B likewise; "
+        "otherwise *undecided*.",
+        "",
+        "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |",
+        "|---|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for text, a, b, key in CLAIMS:
+        cells, signs = [], []
+        for r in results:
+            ms = r["methods"]
+            p = None
+            if a in ms and b in ms and key in ms[a] and key in ms[b]:
+                p = _paired(ms[a][key], ms[b][key], r.get("test_groups"))
+            if p is None:
+                cells.append("–")
+                signs.append(None)
+                continue
+            cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
+            signs.append(1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0)
+        if all(x is None for x in signs):
+            continue
+        done = [x for x in signs if x is not None]
+        verdict = (
+            "supported"
+            if all(x == 1 for x in done)
+            else "contradicted"
+            if all(x == -1 for x in done)
+            else ("undecided")
+        )
+        if len(done) < len(signs):
+            verdict += f" ({len(done)} of {len(signs)} seeds)"
+        lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+# Keys that must agree for rows of different runs to share one table: the test set, its masks and the training
+# recipe. Iterations and the wall-clock cap may differ (that is the point of a merge); each row records its own.
+_MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lambda_prior", "unet_features", "recipe")
+
+
+def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
+    """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
+    VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
+
+    Raises ``ValueError`` naming the file and the key when the runs are not comparable, or when a method appears in
+    more than one run (which row to keep would be a silent choice).
+    """
+    if len(results) < 2:
+        raise ValueError("--merge needs at least two results files")
+    ref, ref_src = results[0], sources[0]
+    for r, src in zip(results[1:], sources[1:]):
+        for key in ("dataset", "degradation", "test_ids"):
+            if r.get(key) != ref.get(key):
+                raise ValueError(f"{src}: {key} differs from {ref_src}; only runs on the same test set can be merged")
+        for key in _MERGE_KEYS:
+            if r["config"].get(key) != ref["config"].get(key):
+                raise ValueError(
+                    f"{src}: config {key}={r['config'].get(key)!r} differs from {ref_src} "
+                    f"({ref['config'].get(key)!r}); only runs with the same recipe can be merged"
+                )
+    methods: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for r, src in zip(results, sources):
+        for m, row in r["methods"].items():
+            if m in methods:
+                raise ValueError(f"method {m!r} is in both {origin[m]} and {src}; drop it from one of them")
+            methods[m], origin[m] = row, src
+    iterations = sorted({r["config"]["iterations"] for r in results})
+    budgets = sorted({r["config"].get("time_budget") or 0 for r in results})
+    config = {**ref["config"], "iterations": iterations[0] if len(iterations) == 1 else iterations}
+    config["time_budget"] = (budgets[0] or None) if len(budgets) == 1 else [b or None for b in budgets]
+    with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
+    prefix = ref["title"].split("px,")[0] + "px"
+    return {
+        **{k: v for k, v in ref.items() if k not in ("methods", "commands", "plot")},
+        "title": f"{prefix}, merged from {len(results)} runs",
+        "budget_label": budget_label,
+        "config": config,
+        "vldun_preset_config": with_vldun.get("vldun_preset_config", ref.get("vldun_preset_config")),
+        "machine": with_vldun["machine"],
+        "merged_from": [
+            {
+                "file": src,
+                "methods": list(r["methods"]),
+                "iterations": r["config"]["iterations"],
+                "time_budget": r["config"].get("time_budget"),
+                "git_commit": r["machine"].get("git_commit"),
+            }
+            for r, src in zip(results, sources)
+        ],
+        "methods": methods,
+        "commands": [c for r in results for c in r["commands"]],
+    }
+
+
+def plot(res: Mapping[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    methods = res["methods"]
+    order = _ordered(methods)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    panels = (("psnr", "PSNR (dB)"), ("dice", "mean Dice"), ("train_seconds", "training time (s)"))
+    for ax, (key, title) in zip(axes, panels):
+        ms = [m for m in order if (f"{key}_mean" in methods[m]) or (key == "train_seconds")]
+        if key == "train_seconds":
+            ms = [m for m in ms if methods[m]["iterations"] > 0]
+            vals = [methods[m]["train_seconds"] for m in ms]
+            errs = None
+        else:
+            vals = [methods[m][f"{key}_mean"] for m in ms]
+            errs = [methods[m][f"{key}_std"] for m in ms]
+        colors = ["tab:orange" if m.startswith("vldun") else "tab:blue" for m in ms]
+        hatches = ["//" if m == "seg_unet_clean" else "" for m in ms]
+        ax.bar(range(len(ms)), vals, yerr=errs, color=colors, capsize=3, hatch=hatches)
+        if key == "psnr" and vals:
+            lo = min(v - (e or 0) for v, e in zip(vals, errs))
+            hi = max(v + (e or 0) for v, e in zip(vals, errs))
+            ax.set_ylim(max(0.0, lo - 1.0), hi + 0.5)
+            if "zero_filled" in ms:
+                ax.axhline(methods["zero_filled"]["psnr_mean"], color="k", ls="--", lw=0.8, label="zero-filled")
+                ax.legend(fontsize=8, loc="lower right")
+        ax.set_xticks(range(len(ms)))
+        ax.set_xticklabels(ms, rotation=45, ha="right", fontsize=8)
+        ax.set_title(title)
+        if key == "train_seconds" and vals:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        f"{res['title']} — mean ± std over test slices; hatched: clean-input upper bound\n{res['budget_label']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
