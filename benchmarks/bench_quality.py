@@ -10,11 +10,11 @@ Methods (``--methods``; ``baselines``, ``ablations`` and ``all`` are groups):
 
 ==================== ==================================================================================
 zero_filled          the degraded input itself (no learning)
-rec_unet             MONAI BasicUNet, output = input + residual, L1 loss
-seg_unet_degraded    BasicUNet segmentation on the degraded input, Dice-CE
+rec_unet             MONAI BasicUNet, output = input + residual (the recipe's restoration term)
+seg_unet_degraded    BasicUNet segmentation on the degraded input (the recipe's segmentation term)
 seg_unet_clean       BasicUNet segmentation on the clean input (upper bound; tested on clean images)
 sequential           rec_unet (as trained above) then a BasicUNet segmentation trained on its outputs
-vldun                VL-DUN joint (``--preset``, default ``small``), loss VLDUNLoss: L1 + DiceCE + focal + CE
+vldun                VL-DUN joint, built by train.json's ``network_def`` (``--preset``, default the config's)
 vldun_no_clip        ablations (paper Table 3), same training as ``vldun`` with one switch of VLDUN changed:
 vldun_frozen_clip      use_clip_prior=False / tune_clip=False / freq_decouple=False / use_seg_head=False /
 vldun_no_fd            use_rec_head=False
@@ -22,9 +22,16 @@ vldun_no_seg
 vldun_no_rec
 ==================== ==================================================================================
 
-Every learned method gets the same budget: ``--iterations`` optimiser steps of batch ``--batch-size`` (AdamW,
-``--lr``, random flips, last iterate), optionally capped by ``--time-budget`` seconds; the wall-clock time of each
-is reported separately. The sequential pipeline's segmentation network gets the same iterations on top of the
+Every learned method gets the same budget and the same recipe: ``--iterations`` optimiser steps of batch
+``--batch-size`` (random flips, last iterate), optionally capped by ``--time-budget`` seconds, trained by the
+bundle's ``VLDUNTrainer`` with the loss, optimiser and warm-up + cosine schedule that ``bundle/configs/train.json``
+declares (``quality/recipe.py``; the schedule is laid out over the run's iterations). ``--set KEY=VALUE`` changes a
+top-level value of that config (``--set lambda_rec=3``) exactly as ``monai.bundle run training --KEY VALUE``
+would, so a number here is what a user of ``train.json`` gets. The UNets are wrapped to return the same dict as
+VL-DUN and train with the same ``VLDUNLoss`` (the terms they have). The wall-clock time of each is reported
+separately. ``--split validation`` evaluates on every 5th training patient instead of the test patients (choose
+settings there); ``--grad-probe N`` records the restoration and segmentation gradient norms on VL-DUN's shared
+trunk every N iterations. The sequential pipeline's segmentation network gets the same iterations on top of the
 restoration network it reuses (its reported time is the sum).
 
 Results: ``<out-dir>/quality_<tag>.json`` (every method's summary and per-slice metrics; a later run with the

@@ -333,3 +333,73 @@ def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):
         bq.main(["--merge", str(out), files[0], str(tmp_path / "other.json")])
     with pytest.raises(SystemExit, match=r"absent\.json: not a readable results JSON"):
         bq.main(["--aggregate", str(tmp_path / "s.md"), files[0], str(tmp_path / "absent.json")])
+
+
+# ----------------------------------------------------------------------------------------------- one recipe
+def test_recipe_is_train_json_with_overrides():
+    from benchmarks.quality.recipe import Recipe, parse_overrides
+
+    assert parse_overrides(["lambda_rec=3", "rec_loss=l1", "patch_size=[32, 32]"]) == {
+        "lambda_rec": 3,
+        "rec_loss": "l1",
+        "patch_size": [32, 32],
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["lambda_rec"])
+    with pytest.raises(KeyError, match="lamda_rec"):
+        Recipe({"lamda_rec": 3})
+    r = Recipe({"learning_rate": 0.002, "preset": "tiny"})
+    d = r.describe()
+    assert d["learning_rate"] == 0.002 and d["rec_loss"] == "mse" and d["lambda_rec"] == 10.0
+    assert d["lr_scheduler"] == "monai.optimizers.WarmupCosineSchedule" and d["optimizer"] == "torch.optim.AdamW"
+    net = r.build_vldun(3, {"use_seg_head": False})
+    assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
+
+
+@pytest.mark.slow
+def test_methods_train_with_the_bundle_recipe_on_a_validation_split(tmp_path):
+    data = _slice_folder(tmp_path / "synth", n_train=10)
+    out = tmp_path / "out"
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "zero_filled", "rec_unet",
+        "seg_unet_degraded", "vldun", "--size", "32", "--iterations", "6", "--batch-size", "2", "--preset", "tiny",
+        "--set", "learning_rate=0.002", "--set", "lambda_rec=3", "--split", "validation", "--grad-probe", "3",
+        "--out-dir", str(out), "--tag", "v", "--log-every", "0", "--unet-features", "4,4,4,4,4,4",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    res = json.loads((out / "quality_v.json").read_text())
+    cfg, m = res["config"], res["methods"]
+    assert cfg["split"] == "validation" and cfg["recipe"]["overrides"] == {
+        "learning_rate": 0.002,
+        "lambda_rec": 3,
+        "preset": "tiny",
+    }
+    # every 5th training patient (one slice each here) is held out; the protocol's test part is not used
+    full = load_slices(data, 32, modality="MRI")
+    assert res["test_ids"] == full.train.ids[::5] and not set(res["test_ids"]) & set(full.test.ids)
+    assert res["train_slices"] + res["test_slices"] == len(full.train)
+    for k in ("rec_unet", "seg_unet_degraded", "vldun"):
+        assert m[k]["iterations"] == 6
+        # warm-up + cosine over the run's iterations: the last step's rate is far below the peak
+        assert 0 <= m[k]["final_lr"] < 0.2 * 0.002, (k, m[k]["final_lr"])
+    probe = m["vldun"]["grad_probe"]
+    assert [r["iteration"] for r in probe] == [1, 3, 6]
+    assert all(r["rec"] > 0 and r["seg"] > 0 for r in probe[1:])  # the rec head starts at zero: no rec grad at 1
+    assert "grad_probe" not in m["rec_unet"]
+    md = (out / "quality_v.md").read_text()
+    assert "Task gradients on the shared trunk" in md and "evaluated on the validation part" in md
+    assert "lambda_rec=3" in md and "WarmupCosineSchedule" in md
+
+
+def test_sequential_wrapper_freezes_its_restoration_network():
+    from benchmarks.quality.recipe import DictOutput, shared_parameters
+
+    rec = DictOutput(torch.nn.Conv2d(1, 1, 3, padding=1), "restored")
+    seg = DictOutput(torch.nn.Conv2d(1, 3, 1), "seg", before=rec)
+    x = torch.rand(2, 1, 8, 8)
+    out = seg.train()(x)
+    assert set(out) == {"seg"} and out["seg"].shape == (2, 3, 8, 8)
+    assert not any(p.requires_grad for p in rec.parameters()) and not rec.training
+    assert len(shared_parameters(seg)) == 2  # the segmentation conv's weight and bias only
+    with pytest.raises(ValueError, match="key"):
+        DictOutput(torch.nn.Identity(), "image")

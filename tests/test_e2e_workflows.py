@@ -127,7 +127,7 @@ def test_mlflow_run_can_be_read_back(trained):
     history = client.get_metric_history(run.info.run_id, "train_loss_rec")
     assert sorted(m.step for m in history) == [1, 2]
     params = run.data.params
-    assert params["preset"] == "tiny" and float(params["lambda_rec"]) == 1.0 and params["epochs"] == "2"
+    assert params["preset"] == "tiny" and float(params["lambda_rec"]) == 10.0 and params["epochs"] == "2"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
 
