@@ -76,6 +76,7 @@ for _p in (str(_REPO / "bundle"), str(_REPO)):
 import torch  # noqa: E402
 
 from benchmarks._slices import load_slices, validation_split  # noqa: E402
+from benchmarks.quality.combine import merge_runs, render_seed_summary  # noqa: E402
 from benchmarks.quality.degradation import (  # noqa: E402
     DEFAULT_DEGRADATION,
     SETTINGS,
@@ -86,7 +87,7 @@ from benchmarks.quality.degradation import (  # noqa: E402
 from benchmarks.quality.methods import ABLATIONS, BASELINES, METHODS, Runner  # noqa: E402
 from benchmarks.quality.metrics import dice_iou_per_class, psnr_ssim, summarize  # noqa: E402
 from benchmarks.quality.recipe import TRAIN_CONFIG, Recipe, parse_overrides  # noqa: E402
-from benchmarks.quality.report import machine, merge_runs, plot, render_markdown, render_seed_summary  # noqa: E402
+from benchmarks.quality.report import machine, plot, render_markdown  # noqa: E402
 
 __all__ = [
     "ABLATIONS",

@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmarks import bench_quality as bq
 from benchmarks._slices import load_slices, preprocess_slice
-from benchmarks.quality import degradation, metrics, report
+from benchmarks.quality import combine, degradation, metrics
 from benchmarks.quality.methods import METHODS
 
 
@@ -238,18 +238,18 @@ def test_seed_summary_verdicts():
             "methods": {"sequential": mk(base), "rec_unet": mk(base), "vldun": mk(joint)},
         }
 
-    md = report.render_seed_summary([run(0, 0.2), run(1, 0.3)], ["a.json", "b.json"])
+    md = combine.render_seed_summary([run(0, 0.2), run(1, 0.3)], ["a.json", "b.json"])
     row = next(line for line in md.splitlines() if line.startswith("| joint beats separate (Dice)"))
     assert row.endswith("| supported |")
     vrow = next(line for line in md.splitlines() if "(`vldun`)" in line)
     mean, sd = (float(v) for v in vrow.split("|")[3].split("±"))
     assert mean == pytest.approx(20.5 + 0.25 + 0.015, abs=0.006) and sd == pytest.approx(0.1 / math.sqrt(2), abs=0.006)
-    md = report.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
+    md = combine.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
     assert next(ln for ln in md.splitlines() if ln.startswith("| joint beats separate (Dice)")).endswith("undecided |")
     other = run(1, 0.2)
     other["config"]["size"] = 64
     with pytest.raises(ValueError, match="differ only"):
-        report.render_seed_summary([run(0, 0.2), other], ["a", "b"])
+        combine.render_seed_summary([run(0, 0.2), other], ["a", "b"])
 
 
 def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
@@ -286,7 +286,7 @@ def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
 def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
     unets = _run_file({"rec_unet": {"iterations": 300}, "sequential": {"iterations": 300}}, 300)
     joint = _run_file({"vldun": {"iterations": 120}}, 1200, time_budget=60.0)
-    res = report.merge_runs([unets, joint], ["u.json", "j.json"], "label")
+    res = combine.merge_runs([unets, joint], ["u.json", "j.json"], "label")
     assert list(res["methods"]) == ["rec_unet", "sequential", "vldun"]
     assert res["config"]["iterations"] == [300, 1200] and res["config"]["time_budget"] == [None, 60.0]
     assert res["machine"]["git_commit"] == "g1200"  # the VL-DUN run's code is the one the preset config describes
@@ -294,13 +294,13 @@ def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
     assert res["title"] == "d (radial:60), 32px, merged from 2 runs" and res["budget_label"] == "label"
     assert [m["file"] for m in res["merged_from"]] == ["u.json", "j.json"]
     with pytest.raises(ValueError, match=r"j\.json: config size=64"):
-        report.merge_runs([unets, _run_file({"vldun": {}}, 1200, size=64)], ["u.json", "j.json"], "l")
+        combine.merge_runs([unets, _run_file({"vldun": {}}, 1200, size=64)], ["u.json", "j.json"], "l")
     other_test = _run_file({"vldun": {}}, 1200)
     other_test["test_ids"] = ["a", "b"]
     with pytest.raises(ValueError, match="test_ids differs"):
-        report.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
+        combine.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
     with pytest.raises(ValueError, match="'rec_unet' is in both"):
-        report.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
+        combine.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
 
 
 def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):

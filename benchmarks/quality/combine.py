@@ -1,0 +1,164 @@
+"""Results of several runs in one view: ``render_seed_summary`` (runs that differ only in the training seed: spread
+over seeds and the paired claims per seed) and ``merge_runs`` (runs on the same test set and recipe with different
+iteration counts or wall-clock caps, as one table with paired claims).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from benchmarks.quality.methods import METHOD_LABELS, METHODS
+from benchmarks.quality.metrics import _paired
+from benchmarks.quality.report import CLAIMS
+
+__all__ = ["merge_runs", "render_seed_summary"]
+
+
+def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
+    """Markdown of several runs that differ only in the training seed: per-method mean ± std over seeds of the
+    test-set means, and per claim the paired difference of every seed with its patient-level 95% interval.
+
+    A claim is *supported* when every seed shows A > B with an interval excluding 0, *contradicted* when every seed
+    shows A < B likewise, and *undecided* otherwise.
+    """
+    if not results:
+        raise ValueError("no results to aggregate")
+    keys = ("dataset", "degradation")
+    ref = results[0]
+    for r in results[1:]:
+        same = all(r[k] == ref[k] for k in keys)
+        cfg_a = {k: v for k, v in r["config"].items() if k != "train_seed"}
+        cfg_b = {k: v for k, v in ref["config"].items() if k != "train_seed"}
+        if not same or cfg_a != cfg_b:
+            raise ValueError("the runs to aggregate must differ only in their training seed")
+    seeds = [r["config"].get("train_seed", r["config"]["seed"]) for r in results]
+    methods = [m for m in METHODS if any(m in r["methods"] for r in results)]
+    cfg = ref["config"]
+    lines = [
+        f"# Quality benchmark over training seeds: {ref['title']}",
+        "",
+        f"**{ref['budget_label']}**",
+        "",
+        f"Aggregated by `python benchmarks/bench_quality.py --aggregate` from {', '.join(f'`{s}`' for s in sources)} "
+        f"(training seeds {seeds}; everything else identical: same test slices and test masks, size {cfg['size']}, "
+        f"batch {cfg['batch_size']}, {cfg['iterations']} iterations, lr {cfg['lr']}). Setup, machine and the exact "
+        "commands are in those files.",
+        "",
+        "## Test-set means, mean ± std over training seeds (n = seeds)",
+        "",
+        "| method | n | PSNR (dB) | SSIM | mean Dice | mean IoU |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def over_seeds(m: str, key: str, digits: int) -> str:
+        v = [r["methods"][m][key] for r in results if m in r["methods"] and key in r["methods"][m]]
+        if not v:
+            return "–"
+        return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.{digits}f}"
+
+    for m in methods:
+        n = sum(m in r["methods"] for r in results)
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} (`{m}`) | {n} | {over_seeds(m, 'psnr_mean', 2)} | "
+            f"{over_seeds(m, 'ssim_mean', 3)} | {over_seeds(m, 'dice_mean', 3)} | {over_seeds(m, 'iou_mean', 3)} |"
+        )
+    lines += [
+        "",
+        "## Claims: A − B per seed (patient-level 95% interval, as in the per-run files)",
+        "",
+        "*supported*: A > B with an interval excluding 0 in every seed; *contradicted*: A < B likewise; "
+        "otherwise *undecided*.",
+        "",
+        "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |",
+        "|---|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for text, a, b, key in CLAIMS:
+        cells, signs = [], []
+        for r in results:
+            ms = r["methods"]
+            p = None
+            if a in ms and b in ms and key in ms[a] and key in ms[b]:
+                p = _paired(ms[a][key], ms[b][key], r.get("test_groups"))
+            if p is None:
+                cells.append("–")
+                signs.append(None)
+                continue
+            cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
+            signs.append(1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0)
+        if all(x is None for x in signs):
+            continue
+        done = [x for x in signs if x is not None]
+        verdict = (
+            "supported"
+            if all(x == 1 for x in done)
+            else "contradicted"
+            if all(x == -1 for x in done)
+            else ("undecided")
+        )
+        if len(done) < len(signs):
+            verdict += f" ({len(done)} of {len(signs)} seeds)"
+        lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+# Keys that must agree for rows of different runs to share one table: the test set, its masks and the training
+# recipe. Iterations and the wall-clock cap may differ (that is the point of a merge); each row records its own.
+_MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lambda_prior", "unet_features", "recipe")
+
+
+def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
+    """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
+    VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
+
+    Raises ``ValueError`` naming the file and the key when the runs are not comparable, or when a method appears in
+    more than one run (which row to keep would be a silent choice).
+    """
+    if len(results) < 2:
+        raise ValueError("--merge needs at least two results files")
+    ref, ref_src = results[0], sources[0]
+    for r, src in zip(results[1:], sources[1:]):
+        for key in ("dataset", "degradation", "test_ids"):
+            if r.get(key) != ref.get(key):
+                raise ValueError(f"{src}: {key} differs from {ref_src}; only runs on the same test set can be merged")
+        for key in _MERGE_KEYS:
+            if r["config"].get(key) != ref["config"].get(key):
+                raise ValueError(
+                    f"{src}: config {key}={r['config'].get(key)!r} differs from {ref_src} "
+                    f"({ref['config'].get(key)!r}); only runs with the same recipe can be merged"
+                )
+    methods: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for r, src in zip(results, sources):
+        for m, row in r["methods"].items():
+            if m in methods:
+                raise ValueError(f"method {m!r} is in both {origin[m]} and {src}; drop it from one of them")
+            methods[m], origin[m] = row, src
+    iterations = sorted({r["config"]["iterations"] for r in results})
+    budgets = sorted({r["config"].get("time_budget") or 0 for r in results})
+    config = {**ref["config"], "iterations": iterations[0] if len(iterations) == 1 else iterations}
+    config["time_budget"] = (budgets[0] or None) if len(budgets) == 1 else [b or None for b in budgets]
+    with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
+    prefix = ref["title"].split("px,")[0] + "px"
+    return {
+        **{k: v for k, v in ref.items() if k not in ("methods", "commands", "plot")},
+        "title": f"{prefix}, merged from {len(results)} runs",
+        "budget_label": budget_label,
+        "config": config,
+        "vldun_preset_config": with_vldun.get("vldun_preset_config", ref.get("vldun_preset_config")),
+        "machine": with_vldun["machine"],
+        "merged_from": [
+            {
+                "file": src,
+                "methods": list(r["methods"]),
+                "iterations": r["config"]["iterations"],
+                "time_budget": r["config"].get("time_budget"),
+                "git_commit": r["machine"].get("git_commit"),
+            }
+            for r, src in zip(results, sources)
+        ],
+        "methods": methods,
+        "commands": [c for r in results for c in r["commands"]],
+    }
