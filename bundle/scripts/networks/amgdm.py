@@ -1,7 +1,7 @@
 """AMGDM: the dual-prior guided gradient-descent module of one unfolding stage (paper 3.4.2, appendix E.1).
 
 One stage of proximal gradient descent on ``1/2 ||y - Phi x||^2`` needs ``x - rho * Phi^T (Phi x - y)``. In feature
-space (``architecture.md`` b2):
+space (paper section 3.4.2, appendix E.1):
 
     q      = DWConv3x3(Conv1x1(LN(x)))                      image features as queries, (B, heads, HW, c)
     k, v   = Linear_k(P), Linear_v(P)                       prior tokens P (B, T, D) as keys/values, (B, heads, T, c)

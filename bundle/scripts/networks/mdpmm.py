@@ -1,4 +1,4 @@
-"""MDPMM: the frequency-aware proximal module (paper 3.4.3, Eq. 4, appendix E.2; ``architecture.md`` b3).
+"""MDPMM: the frequency-aware proximal module (paper 3.4.3, Eq. 4, appendix E.2).
 
 Frequency-decoupled block (default, ``freq_decouple=True``)::
 

@@ -1,6 +1,6 @@
 """Restormer building blocks used by VL-DUN: layer norms, GDFN, Downsample and Upsample.
 
-These follow the definitions of Restormer (Zamir et al., CVPR 2022; see ``architecture.md`` A3), which VLU-Net,
+These follow the definitions of Restormer (Zamir et al., CVPR 2022, section 3), which VLU-Net,
 PromptIR and AMIR reuse unchanged:
 
 - the layer norms normalise each pixel over its channels. ``"WithBias"`` is ``(x - mu) / sqrt(var + 1e-5) * w + b``;

@@ -1,4 +1,4 @@
-"""VL-DUN: vision-language controlled deep unfolding network (paper section 3, appendix E; ``architecture.md`` b5-b6).
+"""VL-DUN: vision-language controlled deep unfolding network (paper section 3, Fig. 2, appendix E).
 
 Layout (Restormer-style U shape; each level is one unfolding stage, K = 8 stages)::
 

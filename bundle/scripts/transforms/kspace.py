@@ -3,7 +3,7 @@
 MRI uses Cartesian masks (fastMRI-style random or equispaced phase-encode lines), sparse-view CT uses radial
 masks (Fourier-slice theorem: ``n`` spokes through the k-space centre ≈ ``n`` parallel-beam views).
 
-Conventions (shared with ``../shared/design/benchmark-protocol.md``):
+Conventions (the benchmark's too, ``benchmarks/quality/degradation.py``; see ``docs/kspace.md``):
 
 - FFT: orthonormal, centred 2-D FFT over the two in-plane axes (MONAI's ``fftn_centered_t``), so the
   DC sample sits at index ``N // 2`` of each axis and image-domain energy equals k-space energy.
