@@ -140,3 +140,31 @@ def test_prior_terms_are_off_when_the_data_have_one_class():
     assert set(two.last_terms) == {"loss_rec", "loss_seg", "loss_mod", "loss_deg"}
     with pytest.raises(ValueError, match="lambda_rec"):
         VLDUNLoss(lambda_rec=float("nan"))
+
+
+def test_gradnorm_balance_equalises_the_task_gradients_on_the_shared_features():
+    torch.manual_seed(0)
+    shared = torch.randn(2, 4, 16, 16, requires_grad=True)
+    rec_head, seg_head = torch.nn.Conv2d(4, 1, 1), torch.nn.Conv2d(4, 3, 1)
+    with torch.no_grad():
+        rec_head.weight.mul_(1e-3)  # a restoration gradient ~1000x below the segmentation one
+    target, label = torch.rand(2, 1, 16, 16), torch.randint(0, 3, (2, 1, 16, 16))
+    loss = VLDUNLoss(task_balance="gradnorm", balance_momentum=0.0)
+    assert loss.rec_balance == 1.0  # nothing measured yet
+    pred = {"restored": rec_head(shared), "seg": seg_head(shared), "shared": shared}
+    total = loss(pred, {"target": target, "label": label})
+    w = loss.effective_weights()
+    g = [torch.autograd.grad(w[k] * loss.terms(pred, {"target": target, "label": label})[k], shared, retain_graph=True)[0]
+         for k in ("rec", "seg")]  # fmt: skip
+    assert float(g[0].norm()) == pytest.approx(float(g[1].norm()), rel=1e-4)
+    assert loss.rec_balance > 10 and loss.last_terms["loss_rec_balance"] == pytest.approx(loss.rec_balance)
+    total.backward()  # the measurement kept the graph
+    # fixed weights ignore the features; no shared features (a UNet) leaves the multiplier alone
+    fixed = VLDUNLoss()
+    fixed(pred, {"target": target, "label": label})
+    assert fixed.rec_balance == 1.0 and "loss_rec_balance" not in fixed.last_terms
+    other = VLDUNLoss(task_balance="gradnorm")
+    other({k: v for k, v in pred.items() if k != "shared"}, {"target": target, "label": label})
+    assert other.rec_balance == 1.0
+    with pytest.raises(ValueError, match="task_balance"):
+        VLDUNLoss(task_balance="uncertainty")

@@ -108,11 +108,12 @@ class GradProbe:
             return
         image, targets = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking)
         terms = loss.terms(net(image), targets)
-        norms: dict[str, float] = {}
+        weights = loss.effective_weights()
+        norms: dict[str, float] = {"rec_weight": weights["rec"]}
         for name in ("rec", "seg"):
             if name not in terms:
                 continue
-            grads = torch.autograd.grad(loss.weights[name] * terms[name], params, retain_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(weights[name] * terms[name], params, retain_graph=True, allow_unused=True)
             norms[name] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
         self.records.append((engine.state.iteration, norms))
         net.zero_grad(set_to_none=True)
@@ -177,6 +178,7 @@ class Recipe:
             "lambda_deg",
             "rec_loss",
             "ssim_weight",
+            "task_balance",
             "clip_similarity",
             "preset",
         )

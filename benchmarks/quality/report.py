@@ -112,6 +112,8 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
     rec = f"{r['lambda_rec']}·{r['rec_loss'].upper()}"
     if r.get("ssim_weight"):
         rec = f"{r['lambda_rec']}·({r['rec_loss'].upper()} + {r['ssim_weight']}·(1 − SSIM))"
+    if r.get("task_balance", "fixed") != "fixed":
+        rec = f"{rec} × {r['task_balance']} multiplier"
     return (
         f"VLDUNLoss {rec} + {r['lambda_seg']}·Dice-CE (+ {r['lambda_mod']}·focal(modality) + "
         f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
@@ -212,15 +214,17 @@ def render_markdown(res: Mapping[str, Any]) -> str:
             "Norm of each weighted loss term's gradient on the parameters both heads share (all but the rec head, "
             "the seg head and the CLIP prior), on the batch of that iteration (`--grad-probe`).",
             "",
-            "| method | iteration | restoration | segmentation | ratio rec / seg |",
-            "|---|---|---|---|---|",
+            "| method | iteration | restoration weight | restoration | segmentation | ratio rec / seg |",
+            "|---|---|---|---|---|---|",
         ]
         for m in probes:
             for r in methods[m]["grad_probe"]:
                 rec, seg = r.get("rec"), r.get("seg")
                 ratio = f"{rec / seg:.2f}" if rec is not None and seg else "–"
                 cells = [f"{v:.4f}" if v is not None else "–" for v in (rec, seg)]
-                lines.append(f"| `{m}` | {r['iteration']} | {cells[0]} | {cells[1]} | {ratio} |")
+                w = r.get("rec_weight")
+                wt = f"{w:.3g}" if w is not None else "–"
+                lines.append(f"| `{m}` | {r['iteration']} | {wt} | {cells[0]} | {cells[1]} | {ratio} |")
     claims = []
     for text, a, b, key in CLAIMS:
         if a in methods and b in methods and key in methods[a] and key in methods[b]:

@@ -445,6 +445,8 @@ class VLDUN(nn.Module):
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
         if self.seg_head is not None:
             out["seg"] = self.seg_head(z)[..., :h, :w]
+        if self.training and self.output == "dict" and torch.is_grad_enabled():
+            out["shared"] = z  # the features both heads read: the joint loss balances the tasks' gradients here
         if self.return_stages:
             size = xp.shape[-2:]
             out["stages"] = [

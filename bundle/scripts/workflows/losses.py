@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss, FocalLoss, SSIMLoss
 from torch import nn
 
-__all__ = ["VLDUNLoss", "CharbonnierLoss", "REC_LOSSES", "TERM_NAMES"]
+__all__ = ["VLDUNLoss", "CharbonnierLoss", "REC_LOSSES", "TASK_BALANCE", "TERM_NAMES"]
 
 #: term name -> (prediction key, target key) as produced by the network and the preprocessing.
 TERM_NAMES: dict[str, tuple[str, str]] = {
@@ -58,6 +58,12 @@ class CharbonnierLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.sqrt((x - y) ** 2 + self.eps**2).mean()
 
+
+#: how the restoration and segmentation weights relate: ``fixed`` (``lambda_rec``, ``lambda_seg`` as given) or
+#: ``gradnorm`` (``lambda_rec`` times a running multiplier that equalises the two terms' gradient norms on the
+#: features both heads read; the network must return them as ``shared`` in training, as VLDUN does).
+TASK_BALANCE: tuple[str, ...] = ("fixed", "gradnorm")
+_MAX_LOG_BALANCE = math.log(1e4)
 
 #: restoration losses by name (Charbonnier takes its eps from the loss' arguments).
 REC_LOSSES: dict[str, type[nn.Module]] = {"mse": nn.MSELoss, "l1": nn.L1Loss, "charbonnier": CharbonnierLoss}
@@ -83,6 +89,8 @@ class VLDUNLoss(nn.Module):
         pred_keys / target_keys: override the dictionary keys of :data:`TERM_NAMES` (term -> key).
         num_modalities, num_degradations: how many modality / degradation classes the training data can show
             (``None``: unknown, the weight decides); fewer than 2 switches that term off (a constant target).
+        task_balance: ``"fixed"`` or ``"gradnorm"`` (see :data:`TASK_BALANCE`).
+        balance_momentum: smoothing of the ``gradnorm`` multiplier (per iteration, in the log domain).
 
     ``forward(pred, targets)`` takes the network's output dict and a dict of targets (``target`` clean image,
     ``label`` segmentation (B, 1, H, W), ``modality`` and ``degradation`` class indices) and returns the scalar total.
@@ -104,6 +112,8 @@ class VLDUNLoss(nn.Module):
         target_keys: Mapping[str, str] | None = None,
         num_modalities: int | None = None,
         num_degradations: int | None = None,
+        task_balance: str = "fixed",
+        balance_momentum: float = 0.9,
     ) -> None:
         super().__init__()
         self.weights = {"rec": float(lambda_rec), "seg": float(lambda_seg), "mod": float(lambda_mod)}
@@ -122,6 +132,13 @@ class VLDUNLoss(nn.Module):
         if not math.isfinite(self.ssim_weight) or self.ssim_weight < 0:
             raise ValueError(f"ssim_weight must be a finite number >= 0, got {ssim_weight}.")
         self.ssim_loss = SSIMLoss(spatial_dims=2, data_range=1.0, kernel_type="uniform", win_size=7)
+        if task_balance not in TASK_BALANCE:
+            raise ValueError(f"task_balance must be one of {list(TASK_BALANCE)}, got {task_balance!r}.")
+        if not 0.0 <= float(balance_momentum) < 1.0:
+            raise ValueError(f"balance_momentum must be in [0, 1), got {balance_momentum}.")
+        self.task_balance, self.balance_momentum = task_balance, float(balance_momentum)
+        # log of the running multiplier of the restoration weight ("gradnorm"); NaN until the first measurement
+        self.register_buffer("log_rec_balance", torch.tensor(float("nan")))
         kw = {"to_onehot_y": True, "softmax": True}
         kw.update(dict(dice_ce_kwargs or {}))
         self.seg_loss = DiceCELoss(**kw)
@@ -165,6 +182,34 @@ class VLDUNLoss(nn.Module):
             x, y = (v.movedim(-1, 1).flatten(0, 1) for v in (x, y))
         return self.ssim_loss(x, y)
 
+    @property
+    def rec_balance(self) -> float:
+        """The current multiplier of ``lambda_rec`` (1 with ``task_balance="fixed"`` or before any measurement)."""
+        v = float(self.log_rec_balance)
+        return 1.0 if self.task_balance == "fixed" or not math.isfinite(v) else math.exp(v)
+
+    def effective_weights(self) -> dict[str, float]:
+        """The term weights applied now (``lambda_rec`` times the ``gradnorm`` multiplier)."""
+        return dict(self.weights, rec=self.weights["rec"] * self.rec_balance)
+
+    def _update_balance(self, pred: Mapping[str, Any], terms: Mapping[str, torch.Tensor]) -> None:
+        # gradient norms of the two weighted terms w.r.t. the features both heads read (cheap: through the heads
+        # only); their ratio, smoothed in the log domain, scales the restoration weight so the two are equal
+        shared = pred.get("shared")
+        if not ("rec" in terms and "seg" in terms and isinstance(shared, torch.Tensor) and shared.requires_grad):
+            return
+        g_rec, g_seg = (
+            torch.autograd.grad(self.weights[k] * terms[k], shared, retain_graph=True)[0].float().norm()
+            for k in ("rec", "seg")
+        )
+        if not (float(g_rec) > 0 and float(g_seg) > 0 and math.isfinite(float(g_rec) + float(g_seg))):
+            return  # e.g. the zero-initialised rec head of the first step passes no gradient
+        log_ratio = float(torch.log(g_seg) - torch.log(g_rec))
+        log_ratio = min(max(log_ratio, -_MAX_LOG_BALANCE), _MAX_LOG_BALANCE)
+        old = float(self.log_rec_balance)
+        m = self.balance_momentum
+        self.log_rec_balance.fill_(log_ratio if not math.isfinite(old) else m * old + (1 - m) * log_ratio)
+
     def forward(self, pred: Mapping[str, Any], targets: Mapping[str, Any]) -> torch.Tensor:
         terms = self.terms(pred, targets)
         if not terms:
@@ -173,6 +218,11 @@ class VLDUNLoss(nn.Module):
                 f"{sorted(pred)} and the targets {sorted(targets) if isinstance(targets, Mapping) else '?'}; "
                 f"expected pairs {[(self.pred_keys[k], self.target_keys[k]) for k in self.weights]} with weight > 0."
             )
-        total = sum(self.weights[k] * v for k, v in terms.items())
+        if self.task_balance == "gradnorm" and self.training and torch.is_grad_enabled():
+            self._update_balance(pred, terms)
+        weights = self.effective_weights()
+        total = sum(weights[k] * v for k, v in terms.items())
         self.last_terms = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+        if self.task_balance != "fixed":
+            self.last_terms["loss_rec_balance"] = self.rec_balance  # logged with the terms: the effective weight
         return total  # type: ignore[return-value]
