@@ -154,8 +154,8 @@ def test_gradnorm_balance_equalises_the_task_gradients_on_the_shared_features():
     pred = {"restored": rec_head(shared), "seg": seg_head(shared), "shared": shared}
     total = loss(pred, {"target": target, "label": label})
     w = loss.effective_weights()
-    g = [torch.autograd.grad(w[k] * loss.terms(pred, {"target": target, "label": label})[k], shared, retain_graph=True)[0]
-         for k in ("rec", "seg")]  # fmt: skip
+    terms = loss.terms(pred, {"target": target, "label": label})
+    g = [torch.autograd.grad(w[k] * terms[k], shared, retain_graph=True)[0] for k in ("rec", "seg")]
     assert float(g[0].norm()) == pytest.approx(float(g[1].norm()), rel=1e-4)
     assert loss.rec_balance > 10 and loss.last_terms["loss_rec_balance"] == pytest.approx(loss.rec_balance)
     total.backward()  # the measurement kept the graph
