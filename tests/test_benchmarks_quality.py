@@ -403,3 +403,14 @@ def test_sequential_wrapper_freezes_its_restoration_network():
     assert len(shared_parameters(seg)) == 2  # the segmentation conv's weight and bias only
     with pytest.raises(ValueError, match="key"):
         DictOutput(torch.nn.Identity(), "image")
+
+
+def test_merge_ignores_vldun_only_recipe_values_but_not_the_rest():
+    recipe = {"learning_rate": 1e-3, "lambda_rec": 10.0, "rec_loss": "mse", "overrides": {}}
+    unets = _run_file({"rec_unet": {"iterations": 300}}, 300, recipe=recipe)  # written before task_balance existed
+    joint = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "task_balance": "gradnorm"})
+    res = combine.merge_runs([unets, joint], ["u.json", "j.json"], "label")
+    assert set(res["methods"]) == {"rec_unet", "vldun"}
+    other = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "lambda_rec": 150.0})
+    with pytest.raises(ValueError, match="recipe"):
+        combine.merge_runs([unets, other], ["u.json", "j.json"], "label")

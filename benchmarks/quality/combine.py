@@ -109,6 +109,18 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
 _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lambda_prior", "unet_features", "recipe")
 
 
+#: recipe values that only act on a network returning the features both heads read (VL-DUN): the UNet rows of a
+#: run trained under one value are the same computation under the other, so runs may differ in them
+_VLDUN_ONLY_RECIPE_KEYS = ("task_balance",)
+
+
+def _comparable(config: Mapping[str, Any], key: str) -> Any:
+    value = config.get(key)
+    if key == "recipe" and isinstance(value, Mapping):
+        return {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+    return value
+
+
 def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
     """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
     VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
@@ -124,7 +136,7 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
             if r.get(key) != ref.get(key):
                 raise ValueError(f"{src}: {key} differs from {ref_src}; only runs on the same test set can be merged")
         for key in _MERGE_KEYS:
-            if r["config"].get(key) != ref["config"].get(key):
+            if _comparable(r["config"], key) != _comparable(ref["config"], key):
                 raise ValueError(
                     f"{src}: config {key}={r['config'].get(key)!r} differs from {ref_src} "
                     f"({ref['config'].get(key)!r}); only runs with the same recipe can be merged"
