@@ -93,7 +93,7 @@ def test_prepare_batch_and_flatten():
 def test_trainer_logs_every_term_and_learns():
     torch.manual_seed(0)
     net = DictUNet(num_classes=2)
-    loss = VLDUNLoss()
+    loss = VLDUNLoss(lambda_rec=1.0)  # the weights the sum below checks
     loader = DataLoader(Dataset(_data()), batch_size=4)
     trainer = VLDUNTrainer(
         device=torch.device("cpu"),

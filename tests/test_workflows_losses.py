@@ -160,7 +160,7 @@ def test_gradnorm_balance_equalises_the_task_gradients_on_the_shared_features():
     assert loss.rec_balance > 10 and loss.last_terms["loss_rec_balance"] == pytest.approx(loss.rec_balance)
     total.backward()  # the measurement kept the graph
     # fixed weights ignore the features; no shared features (a UNet) leaves the multiplier alone
-    fixed = VLDUNLoss()
+    fixed = VLDUNLoss(task_balance="fixed")
     fixed(pred, {"target": target, "label": label})
     assert fixed.rec_balance == 1.0 and "loss_rec_balance" not in fixed.last_terms
     other = VLDUNLoss(task_balance="gradnorm")

@@ -10,9 +10,10 @@
 
 Why MSE by default: the quality is scored by PSNR, and undersampling aliasing makes most zero-filled pixels too
 bright, so L1 is lowered most cheaply by darkening everything (the median, not the mean) and cost VL-DUN PSNR in
-controlled runs (``benchmarks/results/``). The segmentation term's gradients on the shared trunk outweigh the
-restoration term's unless ``lambda_rec`` is raised to match them (the default 10 with MSE keeps them of the same
-order; ``benchmarks/bench_quality.py --grad-probe`` measures it).
+controlled runs (``benchmarks/results/``). With fixed weights the segmentation term's gradient on the shared trunk
+was 5-25x the restoration term's at ``lambda_rec`` 10, and ``lambda_rec`` 150 crowded segmentation out, so by
+default (``task_balance="gradnorm"``) the restoration weight follows the ratio of the two gradient norms on the
+features both heads read (``benchmarks/bench_quality.py --grad-probe`` measures the trunk's).
 
 The modality and degradation terms (the CLIP prior, section 3.3) only carry information when the training data hold
 more than one class: pass ``num_modalities`` / ``num_degradations`` (the number of classes the training data can
@@ -112,7 +113,7 @@ class VLDUNLoss(nn.Module):
         target_keys: Mapping[str, str] | None = None,
         num_modalities: int | None = None,
         num_degradations: int | None = None,
-        task_balance: str = "fixed",
+        task_balance: str = "gradnorm",
         balance_momentum: float = 0.9,
     ) -> None:
         super().__init__()
@@ -223,6 +224,6 @@ class VLDUNLoss(nn.Module):
         weights = self.effective_weights()
         total = sum(weights[k] * v for k, v in terms.items())
         self.last_terms = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
-        if self.task_balance != "fixed":
+        if self.task_balance != "fixed" and "rec" in terms and "seg" in terms and "shared" in pred:
             self.last_terms["loss_rec_balance"] = self.rec_balance  # logged with the terms: the effective weight
         return total  # type: ignore[return-value]
