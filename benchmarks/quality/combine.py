@@ -12,7 +12,7 @@ import numpy as np
 
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired
-from benchmarks.quality.report import CLAIMS
+from benchmarks.quality.report import CLAIMS, _recipe_text
 
 __all__ = ["merge_runs", "render_seed_summary"]
 
@@ -44,8 +44,8 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         "",
         f"Aggregated by `python benchmarks/bench_quality.py --aggregate` from {', '.join(f'`{s}`' for s in sources)} "
         f"(training seeds {seeds}; everything else identical: same test slices and test masks, size {cfg['size']}, "
-        f"batch {cfg['batch_size']}, {cfg['iterations']} iterations, lr {cfg['lr']}). Setup, machine and the exact "
-        "commands are in those files.",
+        f"batch {cfg['batch_size']}, {cfg['iterations']} iterations, {_recipe_text(cfg)}). Setup, machine and the "
+        "exact commands are in those files.",
         "",
         "## Test-set means, mean ± std over training seeds (n = seeds)",
         "",
