@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 
 import pytest
@@ -100,3 +102,15 @@ def test_save_if_not_validated_saves_only_without_validation_data(tmp_path):
         assert (out / "model.pt").is_file() == expect
     state = torch.load(tmp_path / "n0" / "model.pt", weights_only=True)
     assert set(state) == {"weight", "bias"} and torch.equal(state["weight"], net.weight.detach())
+
+
+def test_save_if_not_validated_records_the_weights_it_writes(tmp_path):
+    """MONAI Label's /train (fewer than three labelled images) replaces model.pt through this handler; a record left
+    from an earlier training run would then describe other weights, so the handler rewrites it."""
+    (tmp_path / "model.pt.json").write_text(json.dumps({"metric": "val_mean_dice", "value": 0.9, "epoch": 40}))
+    trainer, validator = _trainer_and_validator(0)
+    SaveIfNotValidated(tmp_path, nn.Linear(2, 2), validator=validator).attach(trainer)
+    trainer.run([0, 1], max_epochs=2)
+    rec = json.loads((tmp_path / "model.pt.json").read_text())
+    assert rec["sha256"] == hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest()
+    assert rec["value"] is None and rec["epoch"] == 2 and "SaveIfNotValidated" in rec["saved_by"]

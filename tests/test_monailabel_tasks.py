@@ -165,6 +165,7 @@ def test_train_task_derives_the_input_and_updates_model_pt_without_validation_da
     w1 = torch.load(model, weights_only=True)  # a plain state_dict (MONAI Label loads with weights_only)
     assert set(w1) == set(w0) and all(isinstance(v, torch.Tensor) for v in w1.values())
     assert any(not torch.equal(w0[k], w1[k]) for k in w0), "training did not change the weights"
+    _assert_packager_accepts_the_weights(env["bundle"])
 
 
 def test_train_task_with_validation_data_keeps_the_best_model(env, tmp_path):
@@ -184,3 +185,14 @@ def test_train_task_with_validation_data_keeps_the_best_model(env, tmp_path):
     task(request, LocalDatastore(str(studies)))
     assert model.stat().st_mtime_ns > before
     assert record.is_file(), "with validation data the best-model saver (and its record) should write model.pt"
+    _assert_packager_accepts_the_weights(env["bundle"])
+
+
+def _assert_packager_accepts_the_weights(bundle: Path) -> None:
+    """/train replaces model.pt through the app's link to the bundle; the provenance record next to it must follow,
+    or tools/package_bundle.py refuses the weights (the bundle copy started with a record of the previous ones)."""
+    sys.path.insert(0, str(TOOLS))
+    import package_bundle
+
+    _, problem = package_bundle.weights_provenance(bundle)
+    assert problem is None, problem

@@ -43,14 +43,28 @@ def bundle_copy(tmp_path):
         ".cache/demo_data/datalist.json",
         "mlruns/0/meta.yaml",
         "models/checkpoint_latest.pt",
-        "models/model.pt.json",
         "configs/monailabel_train.json",
     ]
     for rel in junk:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         (dst / rel).write_bytes(b"junk")
     torch.save({"w": torch.arange(4.0)}, dst / "models" / "model.pt")
-    return dst, junk
+    _record(dst)
+    return dst, [*junk, "models/model.pt.json"]
+
+
+def _record(bundle_dir) -> Path:
+    """``models/model.pt.json`` as training writes it (scripts/workflows/checkpoint.py) for the current weights."""
+    weights = Path(bundle_dir) / "models" / "model.pt"
+    rec = {
+        "metric": "val_mean_dice",
+        "value": 0.5,
+        "epoch": 3,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
+    path = weights.with_name("model.pt.json")
+    path.write_text(json.dumps(rec))
+    return path
 
 
 def test_bundle_files_are_only_what_a_bundle_carries(bundle_copy):
@@ -108,10 +122,93 @@ def test_archive_is_versioned_reproducible_and_records_the_weights_md5(bundle_co
 
 
 def test_shipped_large_files_yml_is_valid_and_honest():
-    lf = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]
-    assert [e["path"] for e in lf] == ["models/model.pt"]
-    assert lf[0]["hash_type"] == "md5" and f"v{VERSION}" in lf[0]["url"]
-    assert "No hosted release exists yet" in (BUNDLE / "large_files.yml").read_text()
+    """No weights are published, so the repository's record lists none (no made-up URL) and downloading is a no-op."""
+    from monai.bundle.scripts import download_large_files
+
+    text = (BUNDLE / "large_files.yml").read_text()
+    assert yaml.safe_load(text)["large_files"] == []
+    assert "No weights are published yet" in text
+    assert text == package_bundle.large_files_yaml(NAME, VERSION, None), "write it with the packager's template"
+    for source in (text, package_bundle.RELEASE_URL_PATTERN, (ROOT / "tools" / "package_bundle.py").read_text()):
+        assert "OWNER/REPO" not in source
+    download_large_files(bundle_path=str(BUNDLE))
+
+
+def test_release_weights_are_restored_from_the_asset_next_to_the_archive(bundle_copy, tmp_path, monkeypatch):
+    """The packaged large_files.yml is usable: with its weights deleted, an unpacked release gets them back from the
+    release asset (md5-checked), the way a published release would from its host."""
+    from monai.bundle.scripts import download_large_files
+
+    src, _ = bundle_copy
+    info = package_bundle.build_archive(src, tmp_path / "dist", name=NAME)
+    with zipfile.ZipFile(info["archive"]) as zf:
+        zf.extractall(tmp_path / "dist")
+    unpacked = tmp_path / "dist" / NAME
+    (unpacked / "models" / "model.pt").unlink()
+    monkeypatch.chdir(tmp_path / "dist")
+    download_large_files(bundle_path=str(unpacked))
+    assert _md5(unpacked / "models" / "model.pt") == info["weights_md5"]
+
+
+def _package(src, tmp_path, capsys, *extra):
+    rc = package_bundle.main(["--bundle", str(src), "--output", str(tmp_path / "dist"), "--no-check", *extra])
+    return rc, capsys.readouterr()
+
+
+def test_weights_matching_their_provenance_record_are_packaged(bundle_copy, tmp_path, capsys):
+    src, _ = bundle_copy
+    rc, out = _package(src, tmp_path, capsys)
+    assert rc == 0, out.err
+    summary = json.loads(out.out.splitlines()[-1])
+    assert summary["weights_record"]["sha256"] == hashlib.sha256((src / "models" / "model.pt").read_bytes()).hexdigest()
+    assert "WARNING" not in out.err
+
+
+def test_weights_replaced_after_their_record_are_refused(bundle_copy, tmp_path, capsys):
+    """What MONAI Label's /train used to leave behind: new weights, the previous run's record."""
+    src, _ = bundle_copy
+    recorded = json.loads((src / "models" / "model.pt.json").read_text())["sha256"]
+    torch.save({"w": torch.ones(4)}, src / "models" / "model.pt")
+    actual = hashlib.sha256((src / "models" / "model.pt").read_bytes()).hexdigest()
+    rc, out = _package(src, tmp_path, capsys)
+    assert rc != 0
+    assert str(src / "models" / "model.pt") in out.err and str(src / "models" / "model.pt.json") in out.err
+    assert recorded in out.err and actual in out.err and "--allow-unrecorded-weights" in out.err
+    assert not (tmp_path / "dist").exists(), "nothing may be written when the weights are refused"
+
+
+@pytest.mark.parametrize(
+    "record, problem",
+    [(None, "missing"), ({"metric": "val_mean_dice", "value": 0.5, "epoch": 3}, "no sha256"), ("{", "not JSON")],
+)
+def test_weights_without_a_usable_record_are_refused(bundle_copy, tmp_path, capsys, record, problem):
+    src, _ = bundle_copy
+    path = src / "models" / "model.pt.json"
+    if record is None:
+        path.unlink()
+    else:
+        path.write_text(record if isinstance(record, str) else json.dumps(record))
+    rc, out = _package(src, tmp_path, capsys)
+    assert rc != 0 and problem in out.err and str(path) in out.err
+
+
+def test_unrecorded_weights_are_packaged_with_a_warning_when_allowed(bundle_copy, tmp_path, capsys):
+    src, _ = bundle_copy
+    torch.save({"w": torch.ones(4)}, src / "models" / "model.pt")
+    rc, out = _package(src, tmp_path, capsys, "--allow-unrecorded-weights")
+    assert rc == 0, out.err
+    assert "WARNING" in out.err and str(src / "models" / "model.pt.json") in out.err
+    summary = json.loads(out.out.splitlines()[-1])
+    assert "does not match" in summary["weights_unrecorded"] and summary["weights_md5"] == _md5(
+        src / "models" / "model.pt"
+    )
+
+
+def test_a_code_only_archive_needs_no_record(bundle_copy, tmp_path, capsys):
+    src, _ = bundle_copy
+    (src / "models" / "model.pt.json").unlink()
+    rc, out = _package(src, tmp_path, capsys, "--no-weights")
+    assert rc == 0, out.err
 
 
 def test_version_needs_a_changelog_entry(bundle_copy, tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,10 @@ def test_save_atomic_writes_weights_only_loadable_files_and_never_half_files(tmp
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
 
 
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _evaluator(metric_values):
     """An engine whose epoch i ends with metrics {"dice": metric_values[i]}."""
     values = iter(metric_values)
@@ -69,7 +75,8 @@ def test_best_model_saver_keeps_the_best_epoch(tmp_path):
     eng.add_event_handler(Events.EPOCH_STARTED, lambda e: weights.append(net.weight.detach().clone()))
     eng.run([0], max_epochs=3)
     rec = json.loads((tmp_path / "model.pt.json").read_text())
-    assert rec == {"metric": "dice", "value": 0.5, "epoch": 2}
+    # the sha256 ties the record to these very weights: tools/package_bundle.py refuses weights it does not match
+    assert rec == {"metric": "dice", "value": 0.5, "epoch": 2, "sha256": _sha256(tmp_path / "model.pt")}
     sd = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(sd) == {"weight", "bias"}, "DataParallel must be unwrapped (no 'module.' prefix)"
     assert torch.equal(sd["weight"], weights[1]), "model.pt must hold the epoch-2 weights"
@@ -88,6 +95,9 @@ def test_best_model_saver_min_mode_nan_and_resume(tmp_path):
     s2.attach(eng2)
     eng2.run([0], max_epochs=1)
     assert json.loads((tmp_path / "m.pt.json").read_text())["value"] == pytest.approx(0.1)
+    # a record of weights saved without validation (MONAI Label, see scripts/serving.py) has no best value to keep
+    (tmp_path / "m.pt.json").write_text(json.dumps({"metric": None, "value": None, "epoch": 1, "sha256": "0"}))
+    assert BestModelSaver(tmp_path, net, filename="m.pt", mode="min", resume=True).best is None
     with pytest.raises(ValueError):
         BestModelSaver(tmp_path, net, mode="best")
 

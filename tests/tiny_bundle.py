@@ -8,6 +8,7 @@ NIfTI volumes from the demo phantom generator (never real data).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,7 +91,8 @@ def network_state(bundle_dir: str | os.PathLike, config: str = "inference.json",
 
 
 def write_weights(bundle_dir: str | os.PathLike, state: dict | None = None, seed: int = 0) -> Path:
-    """Write ``models/model.pt`` (plain state_dict, atomic) for the bundle copy."""
+    """Write ``models/model.pt`` (plain state_dict, atomic) for the bundle copy, and its provenance record
+    ``models/model.pt.json`` (the weights' sha256, as training writes it), without which the packager refuses it."""
     import torch
 
     state = network_state(bundle_dir, seed=seed) if state is None else state
@@ -98,6 +100,8 @@ def write_weights(bundle_dir: str | os.PathLike, state: dict | None = None, seed
     tmp = path.with_name(".model.pt.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    record = {"saved_by": "tests/tiny_bundle.py (untrained)", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    path.with_name("model.pt.json").write_text(json.dumps(record))
     return path
 
 

@@ -21,8 +21,8 @@ What it does (no network access; MONAI Label 0.8.5):
    ``sam2 false`` it tries to set up SAM2).
 
 MONAI Label only serves a bundle that has weights (``models/model.pt`` or ``models/model.ts``). Train first (the
-main job writes ``bundle/models/model.pt``), download the released weights (``python -m monai.bundle
-download_large_files --bundle_dir bundle``), or, for a smoke test of the plumbing only, pass
+main job writes ``bundle/models/model.pt``), download released weights once there are any (``python -m monai.bundle
+download_large_files --bundle_path bundle``; none are published yet), or, for a smoke test of the plumbing only, pass
 ``--init-random-weights`` to write an untrained ``model.pt``.
 """
 

@@ -1,7 +1,14 @@
 """Build the distributable VL-DUN bundle archive and check it.
 
     python tools/package_bundle.py [--bundle bundle] [--name vldun_mri_ct_segmentation] [--output dist]
-        [--no-weights] [--no-check] [--update-large-files] [--check-timeout 600]
+        [--no-weights] [--allow-unrecorded-weights] [--no-check] [--update-large-files] [--url-pattern URL]
+        [--check-timeout 600]
+
+0. **Weights provenance** (unless ``--no-weights``): ``models/model.pt`` must match its record ``models/model.pt.json``
+   (written with every saved ``model.pt`` by the bundle's training, MONAI Label's ``/train`` included; see
+   ``scripts/workflows/checkpoint.py``): same SHA-256. A missing or unreadable record, one without a hash, or one
+   of other weights (the weights were replaced or copied in afterwards) stops the packager with exit status 1 and
+   a message naming both files; ``--allow-unrecorded-weights`` packages such weights with a warning.
 
 1. **Build** ``<output>/<name>_v<version>.zip`` (``version`` from ``configs/metadata.json``; the Model Zoo's
    release naming). The archive holds one top-level folder ``<name>/`` with only what a bundle carries:
@@ -13,8 +20,10 @@
    written in sorted order with a fixed timestamp, so the same inputs give the same archive bytes.
 2. **Weights record**: computes the MD5 of ``models/model.pt`` and writes it (``hash_val``) into the archive's
    ``large_files.yml``, with the release URL pattern filled in for this version, and copies the weights next to the
-   archive as ``<name>_v<version>_model.pt`` (the release asset that URL names). ``--update-large-files`` also writes
-   the record into the bundle's own ``large_files.yml``. A ``<archive>.md5`` file holds the archive's MD5.
+   archive as ``<name>_v<version>_model.pt`` (the release asset that URL names). No weights are hosted anywhere yet,
+   so the default URL is that asset as a relative ``file:`` URL (``download_large_files`` run from the archive's
+   folder restores or checks the weights); ``--url-pattern`` sets a hosted one. ``--update-large-files`` also
+   writes the record into the bundle's own ``large_files.yml``. A ``<archive>.md5`` file holds the archive's MD5.
 3. **Check** (unless ``--no-check``), in a fresh Python process whose working directory is an empty temporary folder
    the archive is unpacked into (so nothing of the repository can be imported by accident):
    ``monai.bundle.load(<name>, bundle_dir=..., workflow_type="inference")`` builds ``network_def`` and loads the
@@ -51,9 +60,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "bundle"
 DEFAULT_NAME = "vldun_mri_ct_segmentation"
 
-#: where a release would host the weights ({name} and {version} are filled in). No release exists yet: OWNER/REPO is a
-#: placeholder for the repository that publishes it (set --url-pattern when building a release).
-RELEASE_URL_PATTERN = "https://github.com/OWNER/REPO/releases/download/v{version}/{name}_v{version}_model.pt"
+#: where the archive's large_files.yml says the weights are ({name} and {version} are filled in): by default the
+#: release asset written next to the archive, as a relative file: URL, since no weights are hosted anywhere yet (a
+#: made-up https URL would only fail); --url-pattern sets the host's URL for a published release.
+RELEASE_URL_PATTERN = "file:{name}_v{version}_model.pt"
+WEIGHTS_RECORD = "models/model.pt.json"
 
 #: (folder or file relative to the bundle, file name patterns included below it)
 INCLUDE: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -70,15 +81,65 @@ EXCLUDE = ("__pycache__", "*.pyc", ".*", "*.tmp", "monailabel_train.json", "eval
 #: fixed timestamp of every archive entry (reproducible archives)
 ZIP_DATE = (2026, 1, 1, 0, 0, 0)
 
-__all__ = ["bundle_files", "md5sum", "large_files_yaml", "build_archive", "check_archive", "export_program", "main"]
+__all__ = [
+    "bundle_files",
+    "md5sum",
+    "sha256sum",
+    "UnrecordedWeightsError",
+    "weights_provenance",
+    "large_files_yaml",
+    "build_archive",
+    "check_archive",
+    "export_program",
+    "main",
+]
 
 
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5(usedforsecurity=False)
+class UnrecordedWeightsError(RuntimeError):
+    """``models/model.pt`` has no provenance record that describes it (see :func:`weights_provenance`)."""
+
+
+def _filehash(path: str | os.PathLike, h, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    return _filehash(path, hashlib.md5(usedforsecurity=False))
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    return _filehash(path, hashlib.sha256())
+
+
+def weights_provenance(bundle_dir: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """``(record, problem)`` for ``models/model.pt``: the parsed ``models/model.pt.json`` (or ``None``) and what is
+    wrong with it as the weights' record (``None`` when its ``sha256`` is the weights')."""
+    bundle_dir = Path(bundle_dir)
+    weights, path = bundle_dir / "models" / "model.pt", bundle_dir / WEIGHTS_RECORD
+    if not path.is_file():
+        return None, f"{weights} has no provenance record: {path} is missing"
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        return None, f"{weights}'s provenance record {path} is not JSON ({e})"
+    if not isinstance(record, dict) or not record.get("sha256"):
+        return None, (
+            f"{weights}'s provenance record {path} holds no sha256 of the weights (written before records had one), "
+            "so nothing says these are the weights it describes"
+        )
+    actual = sha256sum(weights)
+    if record["sha256"] != actual:
+        details = ("metric", "value", "epoch", "saved_by")
+        run = ", ".join(f"{k} {record[k]}" for k in details if record.get(k) is not None)
+        return record, (
+            f"{weights} does not match its provenance record {path}: the record is of weights with sha256 "
+            f"{record['sha256']} ({run or 'no run details'}), the file's sha256 is {actual}. The weights were replaced "
+            "after the record was written (by a tool that does not write the record, or copied in)"
+        )
+    return record, None
 
 
 def _excluded(rel: Path) -> bool:
@@ -109,23 +170,32 @@ def bundle_files(bundle_dir: str | os.PathLike, weights: bool = True) -> list[st
 
 
 def large_files_yaml(name: str, version: str, md5: str | None, url_pattern: str = RELEASE_URL_PATTERN) -> str:
-    """``large_files.yml`` text (the format ``python -m monai.bundle download_large_files`` reads)."""
+    """``large_files.yml`` text (the format ``python -m monai.bundle download_large_files`` reads). Without weights
+    (``md5`` None) it lists none: there is nothing to download, and the command then succeeds doing nothing."""
+    if not md5:
+        return (
+            "# Weights of the VL-DUN bundle (models/model.pt, not in git). No weights are published yet, so none are\n"
+            "# listed and `python -m monai.bundle download_large_files` has nothing to fetch: train the bundle\n"
+            "# (docs/README.md) or copy a weights file to models/model.pt. tools/package_bundle.py writes the entry\n"
+            "# (url and md5) of the weights it packages into the archive's copy of this file.\n"
+            "large_files: []\n"
+        )
     url = url_pattern.format(name=name, version=version)
-    status = (
-        f"# md5 of the weights packaged in {name}_v{version}.zip, written by tools/package_bundle.py"
-        if md5
-        else "# no weights packaged: hash_val is empty (tools/package_bundle.py fills it in when it packages weights)"
+    where = (
+        f"# url: the release asset tools/package_bundle.py writes next to {name}_v{version}.zip. A relative\n"
+        "# file: URL resolves against the working directory: run download_large_files from the asset's folder.\n"
+        if url.startswith("file:") and not url.startswith("file:/")
+        else "# url: where the release hosts the weights.\n"
     )
     return (
-        "# Weights of the VL-DUN bundle (not in git). The url is the release asset a published release would carry\n"
-        "# (tools/package_bundle.py writes it next to the archive). No hosted release exists yet and OWNER/REPO is a\n"
-        "# placeholder, so `python -m monai.bundle download_large_files` cannot fetch it today: train the bundle\n"
-        "# (bundle/models/model.pt) or copy the weights file there.\n"
-        f"{status}\n"
+        "# Weights of the VL-DUN bundle. `python -m monai.bundle download_large_files --bundle_path <this folder>`\n"
+        "# checks models/model.pt against hash_val and fetches it from url when it is missing.\n"
+        f"# hash_val: md5 of the weights packaged in {name}_v{version}.zip, written by tools/package_bundle.py.\n"
+        f"{where}"
         "large_files:\n"
         '  - path: "models/model.pt"\n'
         f'    url: "{url}"\n'
-        f'    hash_val: "{md5 or ""}"\n'
+        f'    hash_val: "{md5}"\n'
         '    hash_type: "md5"\n'
     )
 
@@ -144,9 +214,12 @@ def build_archive(
     weights: bool = True,
     url_pattern: str = RELEASE_URL_PATTERN,
     update_large_files: bool = False,
+    allow_unrecorded_weights: bool = False,
 ) -> dict:
     """Write ``<output_dir>/<name>_v<version>.zip``; returns ``{"archive", "version", "files", "weights_md5",
-    "archive_md5"}``."""
+    "weights_asset", "archive_md5", "weights_record", "weights_unrecorded"}``. Raises
+    :class:`UnrecordedWeightsError` before writing anything when the weights do not match their provenance record,
+    unless ``allow_unrecorded_weights`` (then ``weights_unrecorded`` says what is wrong)."""
     bundle_dir = Path(bundle_dir).resolve()
     meta = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
     version = str(meta["version"])
@@ -154,6 +227,14 @@ def build_archive(
     if version not in changelog:
         raise ValueError(f"metadata.json: version {version} has no changelog entry (Model Zoo rule)")
     files = bundle_files(bundle_dir, weights=weights)
+    record = problem = None
+    if "models/model.pt" in files:
+        record, problem = weights_provenance(bundle_dir)
+        if problem and not allow_unrecorded_weights:
+            raise UnrecordedWeightsError(
+                f"refusing to package: {problem}. Train with the bundle's workflows (they write the record with the "
+                "weights), or pass --allow-unrecorded-weights to package these weights anyway."
+            )
     wmd5 = md5sum(bundle_dir / "models" / "model.pt") if "models/model.pt" in files else None
     lf_text = large_files_yaml(name, version, wmd5, url_pattern)
     if update_large_files:
@@ -183,6 +264,8 @@ def build_archive(
         "weights_md5": wmd5,
         "weights_asset": asset,
         "archive_md5": amd5,
+        "weights_record": record if problem is None else None,
+        "weights_unrecorded": problem,
     }
 
 
@@ -372,6 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", default=DEFAULT_NAME, help="bundle name = archive's top folder (default: %(default)s)")
     p.add_argument("--output", default=str(ROOT / "dist"), help="output folder (default: %(default)s)")
     p.add_argument("--no-weights", action="store_true", help="do not package models/model.pt")
+    p.add_argument(
+        "--allow-unrecorded-weights",
+        action="store_true",
+        help="package models/model.pt even when models/model.pt.json does not record it (with a warning)",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the unpack-load-infer check")
     p.add_argument("--update-large-files", action="store_true", help="also write the md5 into bundle/large_files.yml")
     p.add_argument("--url-pattern", default=RELEASE_URL_PATTERN, help="release URL of the weights ({name}, {version})")
@@ -385,14 +473,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    info = build_archive(
-        args.bundle,
-        args.output,
-        name=args.name,
-        weights=not args.no_weights,
-        url_pattern=args.url_pattern,
-        update_large_files=args.update_large_files,
-    )
+    try:
+        info = build_archive(
+            args.bundle,
+            args.output,
+            name=args.name,
+            weights=not args.no_weights,
+            url_pattern=args.url_pattern,
+            update_large_files=args.update_large_files,
+            allow_unrecorded_weights=args.allow_unrecorded_weights,
+        )
+    except UnrecordedWeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if info["weights_unrecorded"]:
+        print(f"WARNING: packaged anyway (--allow-unrecorded-weights): {info['weights_unrecorded']}", file=sys.stderr)
     print(f"wrote {info['archive']} ({len(info['files'])} files, md5 {info['archive_md5']})")
     for f in info["files"]:
         print(f"  {args.name}/{f}")

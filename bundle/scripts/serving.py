@@ -1,6 +1,6 @@
 """MONAI Label specific pieces of the bundle (MONAI Label 0.8.5, ``monaibundle`` app). See ``docs/monailabel.md``.
 
-How the bundle meets MONAI Label's ``BundleInferTask`` / ``BundleTrainTask`` (``monai-conventions.md`` section 4):
+How the bundle meets MONAI Label's ``BundleInferTask`` / ``BundleTrainTask`` (``docs/monailabel.md``):
 
 - **Segmentation** (``/infer/<name>``): ``configs/inference.json`` as it is. Its ``network_def`` returns the
   segmentation tensor alone (``output="seg"``: what the metadata's ``pred``, ``verify_net_in_out`` and exports
@@ -16,7 +16,8 @@ How the bundle meets MONAI Label's ``BundleInferTask`` / ``BundleTrainTask`` (``
   the modality. MONAI Label splits off 20% of the labelled images for validation, which leaves *no* validation
   data while fewer than three images are labelled; the validation-driven ``model.pt`` saver then never runs.
   :class:`SaveIfNotValidated` (a trainer handler) writes ``model.pt`` at the end of such a run, so the next
-  ``/infer`` uses the newly trained weights.
+  ``/infer`` uses the newly trained weights, and rewrites its provenance record ``model.pt.json`` (otherwise the
+  record of an earlier run would describe other weights; ``tools/package_bundle.py`` checks it).
 
 Custom code must stay stateless at module level: MONAI Label unloads and re-imports ``scripts`` on every call.
 """
@@ -36,7 +37,7 @@ from monai.config import KeysCollection
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
-from scripts.workflows.checkpoint import save_atomic, unwrap_module
+from scripts.workflows.checkpoint import save_atomic, unwrap_module, write_weights_record
 
 __all__ = ["NetworkOutputInferer", "RestoredAsPredd", "SaveIfNotValidated", "with_output"]
 
@@ -105,7 +106,8 @@ class RestoredAsPredd(MapTransform):
 class SaveIfNotValidated:
     """Trainer handler: when training completes and the validator has not evaluated any data during the run (an
     empty validation list, as MONAI Label gives while fewer than three images are labelled), save the network's
-    plain ``state_dict`` to ``<save_dir>/<filename>`` (atomically; loadable with ``weights_only=True``).
+    plain ``state_dict`` to ``<save_dir>/<filename>`` (atomically; loadable with ``weights_only=True``) and its
+    provenance record ``<filename>.json`` (no metric: nothing was validated).
 
     With validation data the validation-driven saver (``BestModelSaver``) owns ``model.pt`` and this handler does
     nothing.
@@ -143,4 +145,13 @@ class SaveIfNotValidated:
             return
         state = {k: v.detach().cpu().clone() for k, v in unwrap_module(self.network).state_dict().items()}
         self.saved = save_atomic(state, self.path)
+        write_weights_record(
+            self.path,
+            {
+                "metric": None,
+                "value": None,
+                "epoch": int(engine.state.epoch),
+                "saved_by": "SaveIfNotValidated: end of a training run without validation data (MONAI Label /train)",
+            },
+        )
         logger.info(f"SaveIfNotValidated: no validation data in this run; saved the final weights to {self.path}")

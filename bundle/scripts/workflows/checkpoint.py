@@ -5,7 +5,8 @@
   half-written file and an interrupted run never leaves a truncated checkpoint behind.
 - :class:`BestModelSaver` (attached to the validation evaluator) keeps ``<save_dir>/model.pt`` = the plain
   ``state_dict`` (tensors only, loadable with ``torch.load(..., weights_only=True)``, as MONAI Label and the Model
-  Zoo expect) of the network with the best key metric, and a small JSON record next to it.
+  Zoo expect) of the network with the best key metric, and a small JSON record next to it
+  (:func:`write_weights_record`: metric, value, epoch and the weights' sha256).
 - :class:`LatestCheckpointSaver` (attached to the trainer) writes the full training state (model, optimizer,
   LR scheduler, trainer epoch/iteration) every ``interval`` epochs, always to the same file.
 - :class:`ResumeHandler` restores that state when the trainer starts, so training continues at the next epoch.
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +30,15 @@ from monai.handlers import CheckpointLoader
 
 from ..flags import as_bool
 
-__all__ = ["save_atomic", "unwrap_module", "BestModelSaver", "LatestCheckpointSaver", "ResumeHandler"]
+__all__ = [
+    "save_atomic",
+    "sha256sum",
+    "write_weights_record",
+    "unwrap_module",
+    "BestModelSaver",
+    "LatestCheckpointSaver",
+    "ResumeHandler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +68,24 @@ def _write_json_atomic(data: Mapping, path: Path) -> None:
         json.dump(data, f, indent=2)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_weights_record(weights: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write ``<weights>.json`` (the provenance record next to the weights): ``record`` plus the sha256 of the weights
+    file as it is now. Whatever replaces the weights later without rewriting the record leaves a mismatch, which
+    ``tools/package_bundle.py`` refuses to package."""
+    weights = Path(weights)
+    path = weights.with_name(weights.name + ".json")
+    _write_json_atomic({**record, "sha256": sha256sum(weights)}, path)
+    return path
 
 
 def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -104,7 +132,9 @@ class BestModelSaver:
         self.best_epoch: int | None = None
         if as_bool(resume, "resume") and self.record_path.is_file() and self.path.is_file():
             rec = json.loads(self.record_path.read_text())
-            self.best, self.best_epoch = float(rec["value"]), int(rec["epoch"])
+            # weights saved without validation (scripts/serving.py) have no value to beat
+            if rec.get("value") is not None:
+                self.best, self.best_epoch = float(rec["value"]), int(rec["epoch"])
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -125,7 +155,7 @@ class BestModelSaver:
             return
         self.best, self.best_epoch = value, int(engine.state.epoch)
         save_atomic(_plain_state_dict(self.network), self.path)
-        _write_json_atomic({"metric": name, "value": value, "epoch": self.best_epoch}, self.record_path)
+        write_weights_record(self.path, {"metric": name, "value": value, "epoch": self.best_epoch})
         logger.info(f"BestModelSaver: {name}={value:.4f} at epoch {self.best_epoch}, saved {self.path}")
 
 
