@@ -124,12 +124,35 @@ def test_mlflow_run_can_be_read_back(trained):
         assert k in keys, keys
     for k in ["val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim"]:
         assert k in keys, keys
-    history = client.get_metric_history(run.info.run_id, "train_loss_rec")
-    assert sorted(m.step for m in history) == [1, 2]
+    # every key is one series with one step unit: epochs for the epoch means and validation metrics, iterations
+    # for the per-iteration loss and learning rate (train_loss once held both, and its chart zig-zagged)
+    iterations = 2 * torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)["trainer"]["epoch_length"]
+    for k in keys:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, k)]
+        per_iteration = k.endswith("_iter") or k.startswith("lr_group_")
+        expected = list(range(1, iterations + 1)) if per_iteration else [1, 2]
+        assert steps == expected, (k, steps)  # MLflow returns the history in logging order
+    assert "train_loss_iter" in keys, keys
     params = run.data.params
     assert params["preset"] == "tiny" and float(params["lambda_rec"]) == 10.0 and params["epochs"] == "2"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
+
+
+def test_tensorboard_tags_are_one_series_each(trained):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out, _ = trained
+    steps: dict[str, list[int]] = {}
+    for f in sorted((out / "eval").glob("events.out.tfevents.*")):  # one file per writer (trainer, validator)
+        for event in EventFileLoader(str(f)).Load():
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    iterations = 2 * torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)["trainer"]["epoch_length"]
+    for tag, s in steps.items():
+        expected = list(range(1, iterations + 1)) if tag.endswith("_iter") else [1, 2]
+        assert s == expected, (tag, s)
+    assert "train_loss" in steps and "train_loss_iter" in steps and "val_mean_dice" in steps, sorted(steps)
 
 
 def test_same_seed_gives_the_same_losses_and_metrics(trained, work):
@@ -345,6 +368,29 @@ def test_multi_gpu_config_trains_with_two_gloo_processes(work):
     latest = torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in latest["model"]), "DDP wrapper must be stripped"
     assert (out / "models" / "model.pt").is_file()
+
+
+def test_a_label_outside_the_classes_stops_training_naming_file_value_and_num_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        image = rng.random((32, 32, 6)).astype(np.float32)
+        label = np.zeros((32, 32, 6), np.uint8)
+        label[8:20, 8:20, 1:5] = 1 + i % 3
+        if i == 1:
+            label[10, 10, 2] = 7  # one stray voxel, as a mislabelled file has
+        for kind, arr in (("img", image), ("seg", label)):
+            nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / f"case{i}_{kind}.nii.gz"))
+        items.append({"image": f"case{i}_img.nii.gz", "label": f"case{i}_seg.nii.gz"})
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:2], "validation": items[2:3], "test": items[3:]}))
+    out = tmp_path / "out"
+    args = ["training", "--config_file", TRAIN, "--datalist", str(datalist), "--ckpt_dir", str(out / "models")]
+    res = run_cli([*args, "--output_dir", str(out / "eval"), *TINY, "--epochs", "1"])
+    assert res.returncode != 0, res.log[-3000:]
+    expected = "case1_seg.nii.gz: has label value(s) [7] outside the classes 0..3 (num_classes 4)"
+    assert expected in res.log, res.log[-3000:]
+    assert "out of bounds" not in res.log
 
 
 def _slice_folder(root: Path) -> Path:

@@ -154,3 +154,55 @@ def test_report_panels(tmp_path):
     h._write(eng)
     assert [p.name for p in h.written] == ["a_s001.png"], "one case, its slice with the most foreground"
     assert "a_s001.png" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def _case(tmp_path, image, label, name="case"):
+    return {
+        "image": _nifti(tmp_path / f"{name}.nii.gz", image),
+        "label": _nifti(tmp_path / f"{name}_seg.nii.gz", label),
+    }
+
+
+def _load_and_check(item, num_classes=4):
+    from monai.transforms import Compose, LoadImaged
+
+    from scripts.workflows.io import CheckCased
+
+    load = LoadImaged(["image", "label"], image_only=True, ensure_channel_first=True)
+    return Compose([load, CheckCased(["image", "label"], label_key="label", num_classes=num_classes)])(item)
+
+
+def test_case_check_names_the_file_the_bad_label_values_and_num_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.random((8, 9, 4)).astype(np.float32)
+    label = np.zeros((8, 9, 4), np.uint8)
+    label[2:4, 2:4, 1] = 3
+    out = _load_and_check(_case(tmp_path, image, label, "good"))
+    assert out["image"].shape == (1, 8, 9, 4) and out["label"].shape == (1, 8, 9, 4)
+    label[5, 5, 2] = 7
+    label[6, 6, 2] = 9
+    with pytest.raises(Exception) as err:  # Compose wraps the transform's error; the message is kept
+        _load_and_check(_case(tmp_path, image, label, "bad"))
+    msg = str(err.value) + str(err.value.__cause__)
+    assert "bad_seg.nii.gz" in msg and "[7, 9]" in msg and "num_classes 4" in msg, msg
+    assert _load_and_check(_case(tmp_path, image, label, "more"), num_classes=10)["label"].max() == 9
+    half = label.astype(np.float32)
+    half[0, 0, 0] = 0.5
+    with pytest.raises(Exception) as err:
+        _load_and_check(_case(tmp_path, image, half, "frac"))
+    msg = str(err.value) + str(err.value.__cause__)
+    assert "frac_seg.nii.gz" in msg and "non-integer" in msg and "0.5" in msg, msg
+
+
+def test_case_check_names_a_4d_volume_with_its_shape(tmp_path):
+    rng = np.random.default_rng(0)
+    fourd = rng.random((8, 9, 4, 2)).astype(np.float32)
+    with pytest.raises(Exception) as err:
+        _load_and_check(_case(tmp_path, fourd, np.zeros((8, 9, 4), np.uint8), "fourd"))
+    msg = str(err.value) + str(err.value.__cause__)
+    assert "fourd.nii.gz" in msg and "4D" in msg and "(8, 9, 4)" in msg and "2 channel" in msg, msg
+    nan = rng.random((8, 9, 4)).astype(np.float32)
+    nan[1, 1, 1] = np.nan
+    with pytest.raises(Exception) as err:
+        _load_and_check(_case(tmp_path, nan, np.zeros((8, 9, 4), np.uint8), "nan"))
+    assert "nan.nii.gz" in str(err.value) + str(err.value.__cause__)

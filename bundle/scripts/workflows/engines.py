@@ -12,7 +12,8 @@ dict (``restored``, ``seg``, ``modality_logits``, ``degradation_logits``) and ne
   ``loss_mod``, ``loss_deg``) next to ``loss``.
 
 :class:`LossTermsHandler` averages the loss terms over each epoch into ``engine.state.metrics`` (``train_loss``,
-``train_loss_rec``, ...), where ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MLFlowHandler`` log them.
+``train_loss_rec``, ...), where ``StatsHandler``, ``TensorBoardStatsHandler`` and ``MLFlowHandler`` log them;
+:class:`IterationLossTag` moves the per-iteration loss of ``--tracking mlflow`` to its own key (``train_loss_iter``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "VLDUNTrainer",
     "VLDUNEvaluator",
     "LossTermsHandler",
+    "IterationLossTag",
     "TrackingParamsHandler",
     "loss_terms",
     "class_pair",
@@ -251,6 +253,37 @@ def class_pair(logits_key: str, target_key: str):
     return _transform
 
 
+def _mlflow_handlers(engine: Engine) -> list:
+    """The ``MLFlowHandler`` objects attached to ``engine`` (found by their ``start`` method on ``STARTED``)."""
+    from monai.handlers import MLFlowHandler
+
+    owners = [getattr(h, "__self__", None) for h, _, _ in engine._event_handlers.get(Events.STARTED, [])]
+    return [o for o in owners if isinstance(o, MLFlowHandler)]
+
+
+class IterationLossTag:
+    """Log the per-iteration loss of the ``MLFlowHandler`` attached to the same engine under ``tag_name``.
+
+    ``--tracking mlflow`` adds MONAI's default trainer ``MLFlowHandler``: it logs the iteration loss as
+    ``train_loss`` (step = iteration) and, at each epoch end, ``engine.state.metrics`` (step = epoch), where
+    :class:`LossTermsHandler` puts the epoch mean, also named ``train_loss``. One MLflow key then held two series
+    in two step units and its chart zig-zagged. Renaming the iteration series when the run starts leaves
+    ``train_loss`` to the epoch mean, like ``train_loss_rec``, ... Does nothing without such a handler; a handler
+    whose ``output_transform`` returns a dict names its own keys and is left alone.
+    """
+
+    def __init__(self, tag_name: str = "train_loss_iter") -> None:
+        self.tag_name = tag_name
+
+    def attach(self, engine: Engine) -> None:
+        # STARTED runs before any ITERATION_COMPLETED, also for a resumed run (which starts past iteration 1)
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        for handler in _mlflow_handlers(engine):
+            handler.tag_name = self.tag_name
+
+
 class TrackingParamsHandler:
     """Log ``params`` (a flat dict of run settings) to the MLflow run of an ``MLFlowHandler`` attached to the same
     engine (as ``--tracking mlflow`` does), once, at the first iteration. Does nothing without such a handler.
@@ -269,11 +302,8 @@ class TrackingParamsHandler:
         engine.add_event_handler(Events.ITERATION_STARTED(once=1), self)
 
     def __call__(self, engine: Engine) -> None:
-        from monai.handlers import MLFlowHandler
-
-        for h, _, _ in engine._event_handlers.get(Events.STARTED, []):  # the handler's bound ``start`` method
-            owner = getattr(h, "__self__", None)
-            if isinstance(owner, MLFlowHandler) and owner.cur_run is not None:
+        for owner in _mlflow_handlers(engine):
+            if owner.cur_run is not None:
                 import mlflow.entities
 
                 run_id = owner.cur_run.info.run_id

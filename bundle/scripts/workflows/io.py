@@ -6,6 +6,9 @@
   (unreadable, corrupt or truncated files, 4D data, several channels, NaN/Inf voxels, empty images) with a
   message naming the file; the other cases are processed, and :meth:`InputScreen.raise_if_failed` ends the run with
   the list of rejected files.
+- :class:`CheckCased`: the same checks on each training / evaluation case as it is loaded, plus label values within
+  ``0 .. num_classes - 1``; a bad case stops the run with a message naming the file (a wrong label value otherwise
+  surfaces deep inside the loss as ``index 7 is out of bounds``, a 4D volume as a channel mismatch).
 - :class:`SaveRestoredd`: writes the restored image next to the segmentation (``<name>_restored.nii.gz``) and puts
   its path into ``d["result"]["restored"]`` (MONAI Label returns ``d["result"]`` as the JSON part of its answer).
 - :func:`case_meta`: per-case names ``<file stem>[_s<slice>]`` for ``MetricsSaver``.
@@ -33,6 +36,7 @@ __all__ = [
     "list_inputs",
     "inference_datalist",
     "InputScreen",
+    "CheckCased",
     "SaveRestoredd",
     "case_name",
     "case_meta",
@@ -209,6 +213,64 @@ class InputScreen:
                 f"{len(self.errors)} input(s) could not be processed (the other {len(self.good)} were written):\n"
                 f"  {lines}"
             )
+
+
+def _label_problem(label: Any, num_classes: int | None) -> str | None:
+    """Why a label map cannot be a target of ``num_classes`` classes (``None`` if it can)."""
+    values = torch.unique(torch.as_tensor(label).detach().cpu())
+    if values.is_floating_point():
+        fractional = values[values != torch.round(values)]
+        if fractional.numel():
+            return f"has non-integer label values, e.g. {fractional[:5].tolist()}"
+    if num_classes is None:
+        return None
+    bad = values[(values < 0) | (values >= int(num_classes))]
+    if not bad.numel():
+        return None
+    shown = [int(v) for v in bad[:10].tolist()]
+    more = f" and {bad.numel() - 10} more" if bad.numel() > 10 else ""
+    return (
+        f"has label value(s) {shown}{more} outside the classes 0..{int(num_classes) - 1} (num_classes {num_classes}); "
+        "remap the labels or set --num_classes"
+    )
+
+
+class CheckCased(MapTransform):
+    """Stop on a loaded case that cannot be trained or evaluated, naming the file and what is wrong with it.
+
+    Each image under ``keys`` must be one channel of a 2D image or a 3D volume (a 4D NIfTI loads as several
+    channels and is named with its shape) without NaN/Inf values, as :class:`InputScreen` requires for inference;
+    the label under ``label_key`` must hold integer values in ``0 .. num_classes - 1`` (``num_classes`` ``None``:
+    any integers). Put it right after ``LoadImaged`` (with ``ensure_channel_first``): training caches the result,
+    so each case is checked once.
+
+    Raises:
+        ValueError: ``"<file>: <reason>"``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        label_key: str | None = "label",
+        num_classes: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_key = label_key
+        self.num_classes = None if num_classes is None else int(num_classes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            problem = _describe_problem(img, allow_nan=False)
+            if problem is None and key == self.label_key:
+                problem = _label_problem(img, self.num_classes)
+            if problem:
+                meta = getattr(img, "meta", None) or d.get(f"{key}_meta_dict") or {}
+                name = meta.get("filename_or_obj") or f"the {key!r} of case {d.get('sample_id', '?')}"
+                raise ValueError(f"{key} file {name}: {problem}.")
+        return d
 
 
 class SaveRestoredd(MapTransform):
