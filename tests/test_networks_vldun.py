@@ -35,7 +35,12 @@ MICRO = {
 def test_output_dict_shapes():
     net = _tiny(num_classes=3)
     out = net(torch.rand(2, 1, 32, 24))
-    assert set(out) == {"restored", "seg", "modality_logits", "degradation_logits"}
+    # in training the dict also holds the features both heads read (the joint loss balances the tasks there)
+    assert set(out) == {"restored", "seg", "modality_logits", "degradation_logits", "shared"}
+    assert out["shared"].shape[:2] == (2, net.rec_head.in_channels)
+    with torch.no_grad():
+        assert set(net.eval()(torch.rand(2, 1, 32, 24))) == set(out) - {"shared"}
+    net.train()
     assert out["restored"].shape == (2, 1, 32, 24)
     assert out["seg"].shape == (2, 3, 32, 24)
     assert out["modality_logits"].shape == (2, len(MODALITIES))

@@ -168,3 +168,17 @@ def test_gradnorm_balance_equalises_the_task_gradients_on_the_shared_features():
     assert other.rec_balance == 1.0
     with pytest.raises(ValueError, match="task_balance"):
         VLDUNLoss(task_balance="uncertainty")
+
+
+def test_gradnorm_without_shared_features_on_the_graph_keeps_the_weight_and_says_so(caplog):
+    torch.manual_seed(0)
+    feats = torch.randn(2, 4, 8, 8, requires_grad=True)
+    pred = {"restored": torch.nn.Conv2d(4, 1, 1)(feats), "seg": torch.nn.Conv2d(4, 3, 1)(feats)}
+    pred["shared"] = feats.detach().clone().requires_grad_(True)  # a copy, as DistributedDataParallel returns
+    loss = VLDUNLoss()
+    tg = {"target": torch.rand(2, 1, 8, 8), "label": torch.randint(0, 3, (2, 1, 8, 8))}
+    with caplog.at_level("WARNING"):
+        loss(pred, tg)
+        loss(pred, tg)
+    assert loss.rec_balance == 1.0
+    assert sum("not on the graph" in r.getMessage() for r in caplog.records) == 1

@@ -27,6 +27,7 @@ the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``l
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, FocalLoss, SSIMLoss
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["VLDUNLoss", "CharbonnierLoss", "REC_LOSSES", "TASK_BALANCE", "TERM_NAMES"]
 
@@ -140,6 +143,7 @@ class VLDUNLoss(nn.Module):
         self.task_balance, self.balance_momentum = task_balance, float(balance_momentum)
         # log of the running multiplier of the restoration weight ("gradnorm"); NaN until the first measurement
         self.register_buffer("log_rec_balance", torch.tensor(float("nan")))
+        self._warned_unused = False
         kw = {"to_onehot_y": True, "softmax": True}
         kw.update(dict(dice_ce_kwargs or {}))
         self.seg_loss = DiceCELoss(**kw)
@@ -199,10 +203,23 @@ class VLDUNLoss(nn.Module):
         shared = pred.get("shared")
         if not ("rec" in terms and "seg" in terms and isinstance(shared, torch.Tensor) and shared.requires_grad):
             return
-        g_rec, g_seg = (
-            torch.autograd.grad(self.weights[k] * terms[k], shared, retain_graph=True)[0].float().norm()
+        grads = [
+            torch.autograd.grad(self.weights[k] * terms[k], shared, retain_graph=True, allow_unused=True)[0]
             for k in ("rec", "seg")
-        )
+        ]
+        if any(g is None for g in grads):
+            # DistributedDataParallel hands the outputs through its own autograd node, which cuts ``shared`` off the
+            # graph of the heads: the multiplier then stays where it is, and the user is told once
+            if not self._warned_unused:
+                logger.warning(
+                    "VLDUNLoss(task_balance='gradnorm'): the 'shared' features are not on the graph of the "
+                    "restoration and segmentation outputs (e.g. a DistributedDataParallel-wrapped network); the "
+                    "restoration weight stays at lambda_rec x %.3g.",
+                    self.rec_balance,
+                )
+                self._warned_unused = True
+            return
+        g_rec, g_seg = (g.float().norm() for g in grads)
         if not (float(g_rec) > 0 and float(g_seg) > 0 and math.isfinite(float(g_rec) + float(g_seg))):
             return  # e.g. the zero-initialised rec head of the first step passes no gradient
         log_ratio = float(torch.log(g_seg) - torch.log(g_rec))
