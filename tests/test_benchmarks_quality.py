@@ -414,3 +414,38 @@ def test_merge_ignores_vldun_only_recipe_values_but_not_the_rest():
     other = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "lambda_rec": 150.0})
     with pytest.raises(ValueError, match="recipe"):
         combine.merge_runs([unets, other], ["u.json", "j.json"], "label")
+
+
+def test_grad_probe_leaves_the_batch_norm_statistics_alone():
+    from types import SimpleNamespace
+
+    from benchmarks.quality.recipe import GradProbe
+    from scripts.workflows.engines import PrepareVLDUNBatch
+    from scripts.workflows.losses import VLDUNLoss
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+            self.rec_head, self.seg_head = torch.nn.Conv2d(4, 1, 1), torch.nn.Conv2d(4, 3, 1)
+
+        def forward(self, x):
+            z = self.trunk(x)
+            return {"restored": x + self.rec_head(z), "seg": self.seg_head(z)}
+
+    torch.manual_seed(0)
+    net = Net().train()
+    batch = {
+        "image": torch.rand(2, 1, 8, 8),
+        "target": torch.rand(2, 1, 8, 8),
+        "label": torch.randint(0, 3, (2, 1, 8, 8)),
+    }
+    engine = SimpleNamespace(
+        network=net, loss_function=VLDUNLoss(), prepare_batch=PrepareVLDUNBatch(), non_blocking=False,
+        state=SimpleNamespace(batch=batch, device=None, iteration=1),
+    )  # fmt: skip
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    probe = GradProbe(1)
+    probe(engine)
+    assert probe.records[0][1]["rec"] > 0 and probe.records[0][1]["seg"] > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

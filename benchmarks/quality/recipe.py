@@ -107,6 +107,10 @@ class GradProbe:
         if not params:
             return
         image, targets = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking)
+        # the extra training-mode forward would move the batch-norm running statistics: put them back afterwards,
+        # so that a probed run evaluates the same network as an unprobed one
+        stats = ("running_mean", "running_var", "num_batches_tracked")
+        buffers = {k: v.clone() for k, v in net.state_dict().items() if k.endswith(stats)}
         terms = loss.terms(net(image), targets)
         weights = loss.effective_weights()
         norms: dict[str, float] = {"rec_weight": weights["rec"]}
@@ -116,7 +120,7 @@ class GradProbe:
             grads = torch.autograd.grad(weights[name] * terms[name], params, retain_graph=True, allow_unused=True)
             norms[name] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
         self.records.append((engine.state.iteration, norms))
-        net.zero_grad(set_to_none=True)
+        net.load_state_dict(buffers, strict=False)
 
 
 class Recipe:
