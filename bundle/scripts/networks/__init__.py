@@ -5,6 +5,8 @@
   prior tokens. Importing this package registers the bundle's small open_clip configs.
 - :class:`AMGDM` (``amgdm.py``): prior-guided gradient-descent module.
 - :class:`MDPMM` (``mdpmm.py``): frequency-aware proximal module.
+- :class:`DCGradientStep`, :class:`KspaceDataConsistency` (``data_consistency.py``): known-operator k-space data
+  consistency (exact gradient step and output projection) for when the mask is known.
 - :class:`GDFN`, :class:`LayerNorm2d`, :class:`Downsample`, :class:`Upsample` (``restormer.py``).
 - :class:`BiMamba2D` (``bimamba.py``) and :func:`selective_scan` (``selective_scan.py``).
 """
@@ -12,6 +14,7 @@
 from .amgdm import AMGDM, PriorCrossAttention
 from .bimamba import BiMamba2D
 from .clip_prior import CLIP_CONFIG_DIR, CLIPPrior, load_state_dict_file, register_clip_configs
+from .data_consistency import DCGradientStep, KspaceDataConsistency
 from .mdpmm import MDPMM, frequency_split
 from .restormer import GDFN, BiasFreeLayerNorm, Downsample, LayerNorm2d, Upsample, WithBiasLayerNorm
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential
@@ -23,9 +26,11 @@ __all__ = [
     "BiasFreeLayerNorm",
     "CLIPPrior",
     "CLIP_CONFIG_DIR",
+    "DCGradientStep",
     "DEFAULT_PRESET",
     "Downsample",
     "GDFN",
+    "KspaceDataConsistency",
     "LayerNorm2d",
     "MDPMM",
     "PRESETS",

@@ -57,12 +57,16 @@ from ..flags import as_bool
 from ..prompts import MODALITIES
 from .amgdm import AMGDM
 from .clip_prior import CLIPPrior
+from ..transforms.kspace import ifft2c
+from .data_consistency import DCGradientStep, KspaceDataConsistency, check_measurements
 from .mdpmm import MDPMM
 from .restormer import Downsample, Upsample
 
 __all__ = ["VLDUN", "PRESETS", "DEFAULT_PRESET", "preset_config", "STAGE_NAMES"]
 
 STAGE_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine")
+#: stages at the image's own resolution: where the exact k-space data-term gradient is added (data_consistency)
+FULL_RESOLUTION_STAGES = ("enc1", "dec1", "refine")
 OUTPUT_MODES = ("dict", "seg", "restored")
 
 #: Named configurations. ``paper``: the paper-sized network (22.77M trainable parameters without CLIP, Table 5).
@@ -119,13 +123,28 @@ def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
 class _Stage(nn.Module):
     """One unfolding stage: AMGDM (gradient step) followed by N MDPMM blocks (proximal map)."""
 
-    def __init__(self, dim: int, num_blocks: int, heads: int, prior_dim: int | None, kw_gd: dict, kw_prox: dict):
+    def __init__(
+        self,
+        dim: int,
+        num_blocks: int,
+        heads: int,
+        prior_dim: int | None,
+        kw_gd: dict,
+        kw_prox: dict,
+        data_consistency: bool = False,
+    ):
         super().__init__()
         self.gd = AMGDM(dim, prior_dim=prior_dim, num_heads=heads, **kw_gd)
+        # absent (not merely unused) without data consistency, so such a network's state dict is unchanged
+        self.dc = DCGradientStep(dim, kw_gd.get("step_size_init", 1.0)) if data_consistency else None
         self.prox = nn.ModuleList([MDPMM(dim, **kw_prox) for _ in range(num_blocks)])
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor | None, measured: dict | None = None
+    ) -> torch.Tensor:
         x = self.gd(x, y, tokens)
+        if self.dc is not None and measured is not None:
+            x = self.dc(x, measured)
         for blk in self.prox:
             x = blk(x)
         return x
@@ -160,6 +179,11 @@ class VLDUN(nn.Module):
         seg_hidden: channels of the seg head's hidden convolutions.
         stage_heads: build the per-stage decoding heads needed by ``return_stages``.
         step_size_init: initial AMGDM step size rho.
+        data_consistency: build the known-operator parts (``data_consistency.py``): the exact k-space gradient step
+            in the full-resolution stages (enc1, dec1, refine) and a DC projection ending the rec head. They act only
+            when ``forward`` is given ``kspace`` and ``mask``; without them the network is the blind one.
+        dc_projection: ``"hard"`` (measured samples of the output replaced by the measurements) or ``"soft"``
+            (learned weight).
         output: ``"dict"``, ``"seg"`` or ``"restored"`` (what ``forward`` returns).
         return_stages: add ``stages`` (list of per-stage images) to the dict output.
         use_seg_head, use_rec_head: aliases of ``seg_head`` / ``rec_head`` (they win when given).
@@ -202,6 +226,8 @@ class VLDUN(nn.Module):
         seg_hidden: int | None = None,
         stage_heads: bool = False,
         step_size_init: float = 1.0,
+        data_consistency: bool = False,
+        dc_projection: str = "hard",
         output: str = "dict",
         return_stages: bool = False,
         use_seg_head: bool | None = None,
@@ -241,9 +267,10 @@ class VLDUN(nn.Module):
             raise ValueError(f"num_modalities={num_modalities} but {len(modalities)} modality names were given.")
         self.arch = {**arch, "num_blocks": num_blocks, "heads": heads}
         # the bundle CLI passes `--network_def#freq_decouple false` as the string "false", which bool() makes True
-        bias, low_res_gdfn, use_clip_prior, tune_clip, freq_decouple, stage_heads, return_stages = (
+        dc, bias, low_res_gdfn, use_clip_prior, tune_clip, freq_decouple, stage_heads, return_stages = (
             as_bool(v, k)
             for k, v in (
+                ("data_consistency", data_consistency),
                 ("bias", bias),
                 ("low_res_gdfn", low_res_gdfn),
                 ("use_clip_prior", use_clip_prior),
@@ -315,7 +342,15 @@ class VLDUN(nn.Module):
         self.stage_dims = tuple(stage_dims[: len(names)])
         self.stages = nn.ModuleDict(
             {
-                n: _Stage(stage_dims[i], stage_blocks[i], stage_heads_n[i], prior_dim, kw_gd, kw_prox)
+                n: _Stage(
+                    stage_dims[i],
+                    stage_blocks[i],
+                    stage_heads_n[i],
+                    prior_dim,
+                    kw_gd,
+                    kw_prox,
+                    data_consistency=dc and n in FULL_RESOLUTION_STAGES,
+                )
                 for i, n in enumerate(names)
             }
         )
@@ -331,6 +366,19 @@ class VLDUN(nn.Module):
             nn.init.zeros_(self.rec_head.weight)
             if self.rec_head.bias is not None:
                 nn.init.zeros_(self.rec_head.bias)
+        self.data_consistency = dc
+        if dc and not (use_rec_head and in_channels == out_channels == 1):
+            raise ValueError("data_consistency needs the rec head and single-channel images (in/out_channels 1).")
+        if dc:
+            # imaginary part of the complex image estimate (the real part is the rec head); zero at the start, so
+            # the first DC output is the measured zero-filled image, as the blind network starts at its input
+            self.rec_head_imag: nn.Module | None = nn.Conv2d(c2, 1, kernel_size=3, padding=1, bias=bias)
+            nn.init.zeros_(self.rec_head_imag.weight)
+            if self.rec_head_imag.bias is not None:
+                nn.init.zeros_(self.rec_head_imag.bias)
+            self.dc_projection: nn.Module | None = KspaceDataConsistency(dc_projection)
+        else:
+            self.rec_head_imag, self.dc_projection = None, None
         if use_seg_head:
             self.seg_head: nn.Module | None = nn.Sequential(
                 nn.Conv2d(c2, seg_hidden, kernel_size=3, padding=1, bias=False),
@@ -400,9 +448,14 @@ class VLDUN(nn.Module):
         mode = "reflect" if ph < h and pw < w else "replicate"
         return F.pad(x, (0, pw, 0, ph), mode=mode)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, kspace: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """``x`` (B, in, H, W) degraded image; ``kspace`` (B, 1, H, W) complex or (B, 2, H, W) real/imaginary
+        measured k-space (zero outside the mask) and ``mask`` (B, 1, H, W) of a network built with
+        ``data_consistency=True`` (both or neither; ignored otherwise)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"VLDUN expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}.")
+        if (kspace is None) != (mask is None):
+            raise ValueError("data consistency needs both `kspace` and `mask` (or neither, for the blind network).")
         if self.return_stages and not self.has_stage_heads:
             raise ValueError("return_stages=True needs a network built with stage_heads=True.")
         # MetaTensor.__torch_function__ costs tens of microseconds per op and the CPU scan issues ~10^5 small ops per
@@ -412,6 +465,10 @@ class VLDUN(nn.Module):
             x = x.as_tensor()
         h, w = x.shape[-2:]
         out: dict[str, Any] = {}
+        measured = None
+        if self.data_consistency and kspace is not None:
+            kspace, mask = check_measurements(kspace, mask, x)
+            measured = {"z0": ifft2c(kspace), "kspace": kspace, "mask": mask}
         tokens = None
         if self.clip_prior is not None:
             prior = self.clip_prior(x)
@@ -428,7 +485,7 @@ class VLDUN(nn.Module):
         st = self.stages
         feats: dict[str, torch.Tensor] = {}
 
-        e1 = feats["enc1"] = st["enc1"](self.patch_embed(xp), y1, tokens)
+        e1 = feats["enc1"] = st["enc1"](self.patch_embed(xp), y1, tokens, measured)
         e2 = feats["enc2"] = st["enc2"](self.down1_2(e1), y2, tokens)
         e3 = feats["enc3"] = st["enc3"](self.down2_3(e2), y3, tokens)
         z = feats["latent"] = st["latent"](self.down3_4(e3), y4, tokens)
@@ -436,12 +493,18 @@ class VLDUN(nn.Module):
         z = feats["dec3"] = st["dec3"](z, y3, tokens)
         z = self.reduce_chan_level2(torch.cat([self.up3_2(z), e2], dim=1))
         z = feats["dec2"] = st["dec2"](z, y2, tokens)
-        z = feats["dec1"] = st["dec1"](torch.cat([self.up2_1(z), e1], dim=1), y1c2, tokens)
+        z = feats["dec1"] = st["dec1"](torch.cat([self.up2_1(z), e1], dim=1), y1c2, tokens, measured)
         if "refine" in st:
-            z = feats["refine"] = st["refine"](z, y1c2, tokens)
+            z = feats["refine"] = st["refine"](z, y1c2, tokens, measured)
 
         residual = xp if self.out_channels == self.in_channels else 0.0
-        if self.rec_head is not None:
+        if measured is not None:
+            # complex estimate on top of the complex zero-filled image, projected onto the measurements
+            real, imag = self.rec_head(z)[..., :h, :w], self.rec_head_imag(z)[..., :h, :w]
+            image = self.dc_projection(measured["z0"] + torch.complex(real.float(), imag.float()), kspace, mask)
+            out["restored_complex"] = image
+            out["restored"] = image.abs().to(x.dtype)
+        elif self.rec_head is not None:
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
         if self.seg_head is not None:
             out["seg"] = self.seg_head(z)[..., :h, :w]

@@ -68,11 +68,26 @@ class PrepareVLDUNBatch:
     """``prepare_batch`` for the engines: ``(batch[image_key], {k: batch[k] for k in target_keys if present})``.
 
     Tensors are moved to ``device``; integer class indices (lists or tensors) become tensors on ``device``.
+
+    ``network_keys`` (e.g. ``("kspace", "mask")`` for known-operator data consistency) are batch entries passed to
+    the network as keyword arguments (MONAI's engines call ``network(inputs, **kwargs)``); each must be in the batch.
+    ``measurement_dropout`` drops them all from a training batch with that probability, so that one set of weights
+    also serves the blind setting (use 0 for evaluation).
     """
 
-    def __init__(self, image_key: str = "image", target_keys: Sequence[str] = DEFAULT_TARGET_KEYS) -> None:
+    def __init__(
+        self,
+        image_key: str = "image",
+        target_keys: Sequence[str] = DEFAULT_TARGET_KEYS,
+        network_keys: Sequence[str] = (),
+        measurement_dropout: float = 0.0,
+    ) -> None:
+        if not 0.0 <= float(measurement_dropout) <= 1.0:
+            raise ValueError(f"measurement_dropout must be in [0, 1], got {measurement_dropout}.")
         self.image_key = image_key
         self.target_keys = tuple(target_keys)
+        self.network_keys = tuple(network_keys)
+        self.measurement_dropout = float(measurement_dropout)
 
     def __call__(
         self, batchdata: Mapping[str, Any], device: Any = None, non_blocking: bool = False, **kwargs: Any
@@ -85,7 +100,18 @@ class PrepareVLDUNBatch:
         targets = {
             k: _to_device(batchdata[k], device, non_blocking, **kwargs) for k in self.target_keys if k in batchdata
         }
-        return image, targets
+        if not self.network_keys:
+            return image, targets
+        missing = [k for k in self.network_keys if k not in batchdata]
+        if missing:
+            raise KeyError(
+                f"batch has no {missing} for the network (network_keys {list(self.network_keys)}); with "
+                "data_consistency the degradation transform must emit them (kspace_key / mask_key)."
+            )
+        if self.measurement_dropout > 0 and float(torch.rand(())) < self.measurement_dropout:
+            return image, targets, (), {}
+        net_kwargs = {k: _to_device(batchdata[k], device, non_blocking) for k in self.network_keys}
+        return image, targets, (), net_kwargs
 
 
 def flatten_output(output: dict, output_map: Mapping[str, str] = DEFAULT_OUTPUT_MAP) -> dict:
