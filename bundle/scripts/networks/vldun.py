@@ -55,9 +55,9 @@ from torch import nn
 
 from ..flags import as_bool
 from ..prompts import MODALITIES
+from ..transforms.kspace import ifft2c
 from .amgdm import AMGDM
 from .clip_prior import CLIPPrior
-from ..transforms.kspace import ifft2c
 from .data_consistency import DCGradientStep, KspaceDataConsistency, check_measurements
 from .mdpmm import MDPMM
 from .restormer import Downsample, Upsample
