@@ -20,6 +20,10 @@ vldun_frozen_clip      use_clip_prior=False / tune_clip=False / freq_decouple=Fa
 vldun_no_fd            use_rec_head=False
 vldun_no_seg
 vldun_no_rec
+varnet               known operator: single-coil VarNet, ``--varnet-cascades`` MONAI VarNetBlocks with ComplexUnet
+                     refinements of ``--unet-features`` widths, soft data consistency on the measured k-space
+vldun_dc             known operator: ``vldun`` with ``data_consistency=True`` (exact k-space gradient steps and a
+                     hard DC projection, ``--set dc_projection=soft`` for the learned one); group ``known``
 ==================== ==================================================================================
 
 Every learned method gets the same budget and the same recipe: ``--iterations`` optimiser steps of batch
@@ -85,7 +89,7 @@ from benchmarks.quality.degradation import (  # noqa: E402
     make_test_inputs,
     parse_degradation,
 )
-from benchmarks.quality.methods import ABLATIONS, BASELINES, METHODS, Runner  # noqa: E402
+from benchmarks.quality.methods import ABLATIONS, BASELINES, KNOWN_OPERATOR, METHODS, Runner  # noqa: E402
 from benchmarks.quality.metrics import dice_iou_per_class, psnr_ssim, summarize  # noqa: E402
 from benchmarks.quality.recipe import TRAIN_CONFIG, Recipe, parse_overrides  # noqa: E402
 from benchmarks.quality.report import machine, plot, render_markdown  # noqa: E402
@@ -151,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-probe", type=int, default=0, help="every N iterations: VL-DUN task gradient norms (0: off)")
     p.add_argument("--scan-chunk", type=int, default=None, help="VL-DUN selective-scan chunk size (default: its own)")
     p.add_argument("--unet-features", type=lambda s: [int(v) for v in s.split(",")], default=[32, 32, 64, 128, 256, 32])
+    p.add_argument("--varnet-cascades", type=int, default=4, help="VarNetBlocks of the varnet baseline")
     p.add_argument("--modality", default=None, help="MRI|CT for a slice folder that is not a shared set")
     p.add_argument("--preset-data", default=None, help="scripts.data.prepare SLICE_PRESETS entry for a slice folder")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
@@ -179,10 +184,15 @@ def _parser() -> argparse.ArgumentParser:
 def _expand_methods(tokens: Sequence[str]) -> list[str]:
     out: list[str] = []
     for t in tokens:
-        group = {"all": METHODS, "baselines": BASELINES, "ablations": ("vldun",) + ABLATIONS}.get(t)
+        group = {
+            "all": METHODS,
+            "baselines": BASELINES,
+            "ablations": ("vldun",) + ABLATIONS,
+            "known": KNOWN_OPERATOR,
+        }.get(t)
         for m in group or (t,):
             if m not in METHODS:
-                raise SystemExit(f"unknown method {m!r}; choose from {list(METHODS)} or baselines/ablations/all")
+                raise SystemExit(f"unknown method {m!r}; choose from {list(METHODS)} or baselines/ablations/known/all")
             if m not in out:
                 out.append(m)
     return out
@@ -235,6 +245,7 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
         "split": args.split,
         "grad_probe": args.grad_probe,
         "unet_features": list(args.unet_features),
+        "varnet_cascades": args.varnet_cascades,
         "threads": args.threads,
         "scan_chunk": args.scan_chunk,
     }

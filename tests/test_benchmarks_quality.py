@@ -160,12 +160,14 @@ def test_end_to_end_all_methods(tmp_path):
     expect = np.mean([metrics.psnr_ssim(c, d)[0] for c, d in zip(loaded.test.images, x)])
     assert m["zero_filled"]["psnr_mean"] == pytest.approx(expect, abs=1e-3)
     assert m["zero_filled"]["n_slices"] == len(loaded.test) > 0
-    for k in ("rec_unet", "sequential", "vldun", "vldun_no_seg", "vldun_no_fd"):
+    for k in ("rec_unet", "sequential", "vldun", "vldun_no_seg", "vldun_no_fd", "varnet", "vldun_dc"):
         assert np.isfinite(m[k]["psnr_mean"]) and 0 <= m[k]["ssim_mean"] <= 1, k
     for k in ("seg_unet_degraded", "seg_unet_clean", "sequential", "vldun", "vldun_no_rec"):
         assert 0 <= m[k]["dice_mean"] <= 1 and len(m[k]["dice_class"]) == 2, k
     assert "psnr_mean" not in m["vldun_no_rec"] and "dice_mean" not in m["vldun_no_seg"]
     assert m["vldun_no_clip"]["switches"] == {"use_clip_prior": False}
+    assert m["vldun_dc"]["switches"] == {"data_consistency": True} and 0 <= m["vldun_dc"]["dice_mean"] <= 1
+    assert m["varnet"]["cascades"] == 4 and "dice_mean" not in m["varnet"]
     assert "modality_accuracy" not in m["vldun_no_clip"] and "modality_accuracy" in m["vldun"]
     assert all(m[k]["iterations"] == 2 for k in METHODS if k != "zero_filled")
     assert m["sequential"]["train_seconds"] >= m["sequential"]["rec_train_seconds"]

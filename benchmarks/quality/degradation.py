@@ -69,13 +69,21 @@ def parse_degradation(spec: str) -> Degradation:
     raise ValueError(f"bad degradation {spec!r}: use cartesian:ACC:CF (e.g. cartesian:8:0.04) or radial:SPOKES.")
 
 
-def make_test_inputs(clean: np.ndarray, deg: Degradation, global_seed: int, dataset: str) -> np.ndarray:
-    """Degraded test inputs: slice ``i`` gets the fixed mask drawn from ``sample_seed(global_seed, dataset, i)``."""
+def make_test_inputs(
+    clean: np.ndarray, deg: Degradation, global_seed: int, dataset: str, measurements: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Degraded test inputs: slice ``i`` gets the fixed mask drawn from ``sample_seed(global_seed, dataset, i)``.
+
+    With ``measurements``, also the measured k-space (N, S, S complex64) and masks (N, S, S float32) of the same
+    draws, for the known-operator methods."""
     from scripts.transforms.kspace import sample_seed
 
     us = deg.transform()
     out = np.empty_like(clean, dtype=np.float32)
+    kspace = np.empty(clean.shape, dtype=np.complex64)
+    masks = np.empty_like(clean, dtype=np.float32)
     for i in range(clean.shape[0]):
         y = us(torch.as_tensor(clean[i][None]), seed=sample_seed(global_seed, dataset, i))
         out[i] = np.asarray(y[0], dtype=np.float32)
-    return out
+        kspace[i], masks[i] = np.asarray(us.kspace[0]), np.asarray(us.mask[0])
+    return (out, kspace, masks) if measurements else out

@@ -21,13 +21,16 @@ from benchmarks.quality.degradation import Degradation, make_test_inputs
 from benchmarks.quality.metrics import summarize
 from benchmarks.quality.recipe import DictOutput, Recipe
 
-__all__ = ["ABLATIONS", "ABLATION_SWITCHES", "BASELINES", "METHODS", "METHOD_LABELS", "Runner"]
+__all__ = ["ABLATIONS", "ABLATION_SWITCHES", "BASELINES", "KNOWN_OPERATOR", "METHODS", "METHOD_LABELS", "Runner"]
 
 BASELINES = ("zero_filled", "rec_unet", "seg_unet_degraded", "seg_unet_clean", "sequential")
 ABLATIONS = ("vldun_no_clip", "vldun_frozen_clip", "vldun_no_fd", "vldun_no_seg", "vldun_no_rec")
-METHODS = BASELINES + ("vldun",) + ABLATIONS
+#: methods that read the measured k-space and mask (known-operator data consistency)
+KNOWN_OPERATOR = ("varnet", "vldun_dc")
+METHODS = BASELINES + ("vldun",) + ABLATIONS + KNOWN_OPERATOR
 ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
     "vldun": {},
+    "vldun_dc": {"data_consistency": True},
     "vldun_no_clip": {"use_clip_prior": False},
     "vldun_frozen_clip": {"tune_clip": False},
     "vldun_no_fd": {"freq_decouple": False},
@@ -46,6 +49,8 @@ METHOD_LABELS = {
     "vldun_no_fd": "VL-DUN w/o frequency decoupling",
     "vldun_no_seg": "VL-DUN w/o segmentation head",
     "vldun_no_rec": "VL-DUN w/o reconstruction head",
+    "varnet": "single-coil VarNet (MONAI VarNetBlock cascades, known mask)",
+    "vldun_dc": "VL-DUN joint + known-operator data consistency",
 }
 
 
@@ -72,7 +77,15 @@ class BatchSampler:
     ``target``, ``label``, ``modality`` and ``degradation`` (class ids), as the training config's transforms do.
     """
 
-    def __init__(self, data: LoadedDataset, deg: Degradation, batch_size: int, seed: int, clean_input: bool = False):
+    def __init__(
+        self,
+        data: LoadedDataset,
+        deg: Degradation,
+        batch_size: int,
+        seed: int,
+        clean_input: bool = False,
+        measurements: bool = False,
+    ):
         from scripts.prompts import modality_index
 
         self.images, self.labels = data.train.images, data.train.labels
@@ -82,6 +95,7 @@ class BatchSampler:
         self.undersample.set_random_state(seed=seed % 2**32)
         self.order: list[int] = []
         self.clean_input = clean_input
+        self.measurements = measurements
         self.modality = modality_index(data.modality.split("/")[0])
         self.degradation = int(self.undersample.degradation)
 
@@ -104,13 +118,16 @@ class BatchSampler:
         bs = clean.shape[0]
         # the masks are drawn even for the clean-input method, so every method sees the same random stream
         degraded = torch.as_tensor(np.asarray(self.undersample(clean)), dtype=torch.float32)  # a mask per sample
-        return {
+        batch = {
             "image": clean if self.clean_input else degraded,
             "target": clean,
             "label": torch.as_tensor(labs)[:, None],
             "modality": torch.full((bs,), self.modality, dtype=torch.long),
             "degradation": torch.full((bs,), self.degradation, dtype=torch.long),
         }
+        if self.measurements:
+            batch["kspace"], batch["mask"] = self.undersample.kspace, self.undersample.mask
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
@@ -118,13 +135,19 @@ class BatchSampler:
 
 
 @torch.no_grad()
-def predict(net: nn.Module, inputs: np.ndarray, batch: int) -> dict[str, np.ndarray]:
-    """The dict outputs (``restored``, ``seg``, prior logits) of ``net`` over ``inputs`` (N, S, S)."""
+def predict(
+    net: nn.Module, inputs: np.ndarray, batch: int, measured: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The dict outputs (``restored``, ``seg``, prior logits) of ``net`` over ``inputs`` (N, S, S); ``measured``:
+    the (N, S, S) complex k-space and masks, passed to networks that use them."""
     net.eval()
     keep = ("restored", "seg", "modality_logits", "degradation_logits")
     outs: dict[str, list[np.ndarray]] = {}
     for i in range(0, inputs.shape[0], batch):
-        out = net(torch.as_tensor(inputs[i : i + batch])[:, None])
+        kwargs = {}
+        if measured is not None:
+            kwargs = {k: torch.as_tensor(v[i : i + batch])[:, None] for k, v in zip(("kspace", "mask"), measured)}
+        out = net(torch.as_tensor(inputs[i : i + batch])[:, None], **kwargs)
         for k in keep:
             if out.get(k) is not None:
                 outs.setdefault(k, []).append(out[k].detach().cpu().numpy())
@@ -141,7 +164,8 @@ class Runner:
         self.k = data.num_classes
         t = time.perf_counter()
         self.test_clean = data.test.images
-        self.test_inputs = make_test_inputs(self.test_clean, deg, args.seed, data.name)
+        self.test_inputs, *measured = make_test_inputs(self.test_clean, deg, args.seed, data.name, measurements=True)
+        self.test_measured: tuple[np.ndarray, np.ndarray] = tuple(measured)
         self.mask_seconds = time.perf_counter() - t
         self.rec_net: nn.Module | None = None
         self.rec_record: dict[str, Any] | None = None
@@ -154,15 +178,19 @@ class Runner:
         a = self.args
         torch.manual_seed(self._train_seed())
         seed = self._train_seed()
+        known = name in KNOWN_OPERATOR
         return self.recipe.train(
             net,
-            lambda: iter(BatchSampler(self.data, self.deg, a.batch_size, seed, clean_input=clean_input)),
+            lambda: iter(
+                BatchSampler(self.data, self.deg, a.batch_size, seed, clean_input=clean_input, measurements=known)
+            ),
             a.iterations,
             self.data.modality.split("/")[0],
             time_budget=a.time_budget,
             log_every=a.log_every,
             name=name,
             grad_probe=getattr(a, "grad_probe", 0) if name.startswith("vldun") else 0,
+            network_keys=("kspace", "mask") if known else (),
         )
 
     def _eval(self, restored: np.ndarray | None, seg_logits: np.ndarray | None) -> dict[str, Any]:
@@ -186,6 +214,15 @@ class Runner:
             self.rec_net, self.rec_record = net, dict(rec)
             t = time.perf_counter()
             rec.update(self._eval(predict(net, self.test_inputs, a.eval_batch)["restored"], None))
+        elif method == "varnet":
+            from benchmarks.quality.varnet import KspaceVarNet
+
+            net = KspaceVarNet(a.varnet_cascades, a.unet_features)
+            rec.update(self._train(net, method))
+            t = time.perf_counter()
+            out = predict(net, self.test_inputs, a.eval_batch, self.test_measured)
+            rec.update(self._eval(out["restored"], None))
+            rec["cascades"] = int(a.varnet_cascades)
         elif method in ("seg_unet_degraded", "seg_unet_clean"):
             net = DictOutput(make_unet(self.k, a.unet_features), "seg")
             use_clean = method == "seg_unet_clean"
@@ -218,7 +255,8 @@ class Runner:
             net = self.recipe.build_vldun(self.k, switches)
             rec.update(self._train(net, method))
             t = time.perf_counter()
-            out = predict(net, self.test_inputs, a.eval_batch)
+            measured = self.test_measured if method in KNOWN_OPERATOR else None
+            out = predict(net, self.test_inputs, a.eval_batch, measured)
             rec.update(self._eval(out.get("restored"), out.get("seg")))
             if "modality_logits" in out:
                 rec["modality_accuracy"] = float((out["modality_logits"].argmax(1) == self._modality()).mean())

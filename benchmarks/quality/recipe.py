@@ -106,12 +106,13 @@ class GradProbe:
         params = shared_parameters(net)
         if not params:
             return
-        image, targets = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking)
+        image, targets, *rest = engine.prepare_batch(engine.state.batch, engine.state.device, engine.non_blocking)
+        net_kwargs = rest[1] if rest else {}
         # the extra training-mode forward would move the batch-norm running statistics: put them back afterwards,
         # so that a probed run evaluates the same network as an unprobed one
         stats = ("running_mean", "running_var", "num_batches_tracked")
         buffers = {k: v.clone() for k, v in net.state_dict().items() if k.endswith(stats)}
-        terms = loss.terms(net(image), targets)
+        terms = loss.terms(net(image, **net_kwargs), targets)
         weights = loss.effective_weights()
         norms: dict[str, float] = {"rec_weight": weights["rec"]}
         for name in ("rec", "seg"):
@@ -204,12 +205,16 @@ class Recipe:
         log_every: int = 0,
         name: str = "",
         grad_probe: int = 0,
+        network_keys: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Train ``network`` for ``iterations`` steps with the recipe; returns timing, losses and probe records."""
+        """Train ``network`` for ``iterations`` steps with the recipe; returns timing, losses and probe records.
+
+        ``network_keys``: batch entries passed to the network (``("kspace", "mask")`` for the known-operator
+        methods), as ``train.json``'s ``measurement_keys`` do."""
         from ignite.engine import Events
         from monai.handlers import LrScheduleHandler
 
-        from scripts.workflows.engines import VLDUNTrainer
+        from scripts.workflows.engines import PrepareVLDUNBatch, VLDUNTrainer
 
         parser = self._parser(network, modality, iterations)
         loss = parser.get_parsed_content("loss")
@@ -226,6 +231,7 @@ class Recipe:
             loss_function=loss,
             amp=False,
             decollate=False,  # no post-processing here: keep the batch output (and its loss) whole
+            prepare_batch=PrepareVLDUNBatch(network_keys=network_keys),
             train_handlers=[LrScheduleHandler(scheduler, epoch_level=False, print_lr=False)],
         )
         losses: list[float] = []
