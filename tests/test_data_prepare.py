@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.data.layouts import LAYOUTS, LayoutOptions, find_acdc_cases, find_brats_cases, find_msd_cases
 from scripts.data.prepare import (
     BRATS_LABEL_MAP,
     DataPreparationError,
@@ -260,6 +261,41 @@ def test_monai_can_load_and_collate_a_batch(slices, tmp_path):
     batch = next(iter(DataLoader(Dataset(data, tf), batch_size=4)))
     assert batch["image"].shape == (4, 1, 8, 8) and len(batch["case_id"]) == 4
     assert len(batch["metadata"]["patient_id"]) == 4
+
+
+# ----------------------------------------------------------------------------------------------- layout registry
+def test_every_layout_is_a_finder_with_one_signature():
+    import inspect
+
+    from scripts.data.layouts import get_finder
+
+    assert set(LAYOUTS) == {"msd", "nnunet", "acdc", "brats", "slices"}
+    for name, finder in LAYOUTS.items():
+        assert list(inspect.signature(finder).parameters) == ["input_dir", "options"], name
+        assert get_finder(name.upper()) is finder
+    with pytest.raises(DataPreparationError, match=r"unknown layout 'dicom'; choose one of \['msd', 'nnunet'"):
+        get_finder("DICOM")
+    with pytest.raises(DataPreparationError, match="unknown layout 'dicom'"):
+        prepare_datalist("dicom", ".")
+
+
+def test_finders_apply_their_options(acdc, brats):
+    opts = LayoutOptions(modality="T2", labels="0:bg,1:a,2:b,3:c", patient_regex=r"^patient00(\d)")
+    found = find_acdc_cases(acdc, opts)
+    assert {c.modality for c in found.cases} == {"MRI"} and found.labels["1"] == "a" and not found.problems
+    assert sorted({c.patient_id for c in found.cases}) == ["1", "2", "3", "4", "5"]
+    assert found.label_map == {"0": 0, "1": 1, "2": 2, "3": 3}
+    b = find_brats_cases(brats, LayoutOptions(sequence="T2", labels="0:bg,1:x,2:y,3:z", patient_regex="nomatch"))
+    assert b.labels["3"] == "z" and b.label_map == BRATS_LABEL_MAP, "BraTS keeps its value map when renamed"
+    assert len(b.problems) == 4 and "does not match --patient-regex 'nomatch'" in b.problems[0]
+    assert all(c.image.name.endswith("_t2.nii.gz") for c in b.cases)
+
+
+def test_a_registered_layout_goes_through_prepare(msd, tmp_path, monkeypatch):
+    monkeypatch.setitem(LAYOUTS, "toy", lambda root, options: find_msd_cases(root, options))
+    dl = prepare_datalist("toy", msd, tmp_path / "toy.json", test_fraction=0)
+    assert dl["layout"] == "toy" and dl["numTraining"] + dl["numValidation"] == 6
+    assert dl["training"][0]["metadata"]["source"].startswith("toy:imagesTr/")
 
 
 # ----------------------------------------------------------------------------------------------- malformed input

@@ -114,6 +114,35 @@ def test_every_workflow_has_its_run_ids_and_merges():
     assert isinstance(inf["handlers"], list)
 
 
+def _keys(node) -> set[str]:
+    if isinstance(node, dict):
+        return set(node).union(*(_keys(v) for v in node.values()))
+    return set().union(*(_keys(v) for v in node)) if isinstance(node, list) else set()
+
+
+def test_fixed_evaluation_seeds_use_one_idiom():
+    """Validation (and simulated inference) degradations are seeded per sample by FixedSeedd, in every config."""
+    from monai.transforms import OneOf
+
+    from scripts.transforms import ModalityKspaceUndersampled
+    from scripts.workflows.slices import FixedSeedd
+
+    for f in CONFIGS.glob("*.json"):
+        assert not {"seed_key", "fixed_seed"} & _keys(json.loads(f.read_text())), f.name
+    for files, inner in [(["train.json"], ModalityKspaceUndersampled), (["train.json", "clip_finetune.json"], OneOf)]:
+        p = ConfigParser()
+        p.read_config([str(CONFIGS / f) for f in files])
+        t = p.get_parsed_content("validate#degradation")
+        assert isinstance(t, FixedSeedd) and isinstance(t.transform, inner), files
+        assert t.seed == p["val_mask_seed"] and t.transform is not p.get_parsed_content("train#degradation")
+    inf = ConfigParser()
+    inf.read_config(str(CONFIGS / "inference.json"))
+    inf["simulate_undersampling"] = True
+    pre = inf.get_parsed_content("preprocessing").transforms
+    (sim,) = [t for t in pre if isinstance(t, FixedSeedd)]
+    assert isinstance(sim.transform, ModalityKspaceUndersampled) and sim.seed == inf["simulation_seed"]
+
+
 def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
     over = _train_over(tmp_path, demo, network_def=DICT_NET, learning_rate=0.01)
     wf = _wf(["train.json"], "train", over)

@@ -1,4 +1,5 @@
-"""Workflow glue transforms and the slice-by-slice inferer."""
+"""Workflow glue transforms (``scripts.workflows.slices`` / ``outputs``, old ``transforms`` path) and the slice-by-slice
+inferer."""
 
 from __future__ import annotations
 
@@ -8,15 +9,10 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import RandGaussianNoised
 
+from scripts.transforms import KspaceUndersampled, sample_seed
 from scripts.workflows.inferers import SliceBySliceInferer
-from scripts.workflows.transforms import (
-    FixedSeedd,
-    InverseIntensityMapd,
-    RandSampleSlicesd,
-    RecordIntensityMapd,
-    SampleSlicesd,
-    SplitPredictiond,
-)
+from scripts.workflows.outputs import InverseIntensityMapd, RecordIntensityMapd, SplitPredictiond
+from scripts.workflows.slices import FixedSeedd, RandSampleSlicesd, SampleSlicesd
 
 
 def _volume(depth=10, fg_slices=(3, 4, 5)):
@@ -89,6 +85,43 @@ def test_fixed_seed_depends_on_the_sample_not_the_order():
     assert not torch.allclose(FixedSeedd(noise, seed=6)(dict(a))["image"], ra1)
     with pytest.raises(TypeError):
         FixedSeedd(SplitPredictiond())
+
+
+def test_fixed_seed_is_the_kspace_seed_of_the_sample():
+    """FixedSeedd around the plain k-space transform draws the masks of KspaceUndersampled's own fixed seeds."""
+    img = torch.rand(1, 16, 16)
+    plain = KspaceUndersampled(center_fractions=[0.08], accelerations=[4.0], target_key=None)
+    own = KspaceUndersampled(
+        center_fractions=[0.08], accelerations=[4.0], target_key=None, seed_key="sample_id", fixed_seed=2024
+    )
+    t = FixedSeedd(plain, seed=2024)
+    for sid in ("case_07_s003", "case_07_s004", "other_s000"):
+        d = {"image": img, "sample_id": sid}
+        assert t.seed_of(d) == sample_seed(2024, sid)
+        assert torch.equal(t(dict(d))["mask"], own(dict(d))["mask"])
+    # no sample id: the file's base name (3D volumes in inference.json), as KspaceUndersampled(fixed_seed=...)
+    vol = MetaTensor(torch.rand(1, 16, 16, 3), meta={"filename_or_obj": "/in/case_01.nii.gz"})
+    own3 = KspaceUndersampled(spatial_dims=3, target_key=None, fixed_seed=7)
+    t3 = FixedSeedd(KspaceUndersampled(spatial_dims=3, target_key=None), seed=7)
+    assert t3.seed_of({"image": vol}) == sample_seed(7, "case_01.nii.gz")
+    assert torch.equal(t3({"image": vol})["mask"], own3({"image": vol})["mask"])
+    with pytest.raises(ValueError, match="sample_id"):
+        t({"image": img})
+
+
+def test_old_module_path_forwards_with_a_warning_naming_the_new_one():
+    from monai.bundle import ConfigParser
+
+    import scripts.workflows.transforms as old
+
+    for name, new in [("SampleSlicesd", "slices"), ("FixedSeedd", "slices"), ("SplitPredictiond", "outputs")]:
+        with pytest.warns(FutureWarning, match=f"scripts.workflows.{new}.{name}"):
+            assert getattr(old, name) is getattr(__import__(f"scripts.workflows.{new}", fromlist=[name]), name)
+    with pytest.warns(FutureWarning, match="scripts.workflows.slices.SampleSlicesd"):
+        cfg = ConfigParser({"t": {"_target_": "scripts.workflows.transforms.SampleSlicesd", "keys": "image"}})
+        assert isinstance(cfg.get_parsed_content("t"), SampleSlicesd)
+    with pytest.raises(AttributeError, match="scripts.transforms.sample_seed"):
+        old.sample_seed  # noqa: B018
 
 
 def test_intensity_map_recovers_raw_units():

@@ -3,7 +3,9 @@
 - :func:`ensure_demo_data` (``scripts.data.demo``): deterministic synthetic MRI-like and CT-like 3D phantoms,
   generated on first use into a cache folder, with a decathlon-style ``datalist.json``.
 - :func:`prepare_datalist` (``scripts.data.prepare``): MSD / nnU-Net, ACDC, BraTS 2021 and 2D-slice folders to a
-  MONAI datalist JSON with a patient-wise train/validation/test split.
+  MONAI datalist JSON with a patient-wise train/validation/test split. The layouts are finders with one signature
+  in ``scripts.data.layouts`` (registry ``LAYOUTS``), the file checks are in ``scripts.data.checks``.
+- ``scripts.data.datalist``: the patient-wise split and the datalist writer that both of the above use.
 
 See ``bundle/docs/data.md``.
 """

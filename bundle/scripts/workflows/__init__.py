@@ -5,8 +5,8 @@
   :class:`LossTermsHandler` (per-term epoch means), :class:`TrackingParamsHandler` (run settings to MLflow).
 - ``checkpoint``: atomic checkpoint writes, :class:`BestModelSaver` (plain ``state_dict`` ``model.pt``),
   :class:`LatestCheckpointSaver` and :class:`ResumeHandler`.
-- ``transforms``: 2D slice sampling from volumes, per-sample fixed seeds, dict-prediction splitting, intensity map
-  recording and inversion.
+- ``slices``: 2D slice sampling from volumes, :class:`FixedSeedd` (per-sample fixed seeds for evaluation).
+- ``outputs``: dict-prediction splitting, intensity map recording and inversion.
 - ``inferers``: :class:`SliceBySliceInferer` (a 2D network over 3D volumes).
 - ``io``: inference inputs (listing, screening bad files), :class:`SaveRestoredd`, per-case names for reports.
 - ``report``: :class:`VisualReportHandler` (PNG panels of evaluation cases).
@@ -28,15 +28,9 @@ from .engines import (
 from .inferers import SliceBySliceInferer
 from .io import InputError, InputScreen, SaveRestoredd, case_meta, inference_datalist, list_inputs
 from .losses import CharbonnierLoss, VLDUNLoss
+from .outputs import InverseIntensityMapd, RecordIntensityMapd, SplitPredictiond
 from .report import VisualReportHandler
-from .transforms import (
-    FixedSeedd,
-    InverseIntensityMapd,
-    RandSampleSlicesd,
-    RecordIntensityMapd,
-    SampleSlicesd,
-    SplitPredictiond,
-)
+from .slices import FixedSeedd, RandSampleSlicesd, SampleSlicesd
 
 __all__ = [
     "BestModelSaver",
