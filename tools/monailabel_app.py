@@ -199,7 +199,8 @@ def prepare_app(
     sample = find_sample_app()
     if not (app_dir / "main.py").is_file():
         app_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(sample, app_dir, ignore=shutil.ignore_patterns("logs", "model", "__pycache__"), dirs_exist_ok=True)
+        ignore = shutil.ignore_patterns("logs", "model", "__pycache__")
+        shutil.copytree(sample, app_dir, ignore=ignore, dirs_exist_ok=True)
     shutil.copy2(sample / "main.py", app_dir / "monaibundle_main.py")
     shutil.copy2(APP_MAIN, app_dir / "main.py")
     model_root = app_dir / "model"

@@ -66,9 +66,8 @@ class VLDUNApp(monaibundle_main.MyApp, MONAILabelApp):
     def infer(self, request, datastore=None):
         model = request.get("model")
         if model not in self._infers:
-            raise HTTPException(
-                status_code=404, detail=f"no model {model!r} on this server; its models: {', '.join(sorted(self._infers))}"
-            )
+            models = ", ".join(sorted(self._infers))
+            raise HTTPException(status_code=404, detail=f"no model {model!r} on this server; its models: {models}")
         image = request.get("image")
         posted = isinstance(image, str) and os.path.exists(image)
         shown = "the posted file" if posted else f"image {image!r}"
