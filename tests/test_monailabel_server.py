@@ -74,6 +74,22 @@ def _nifti(content: bytes):
     return arr, affine
 
 
+def _bad_studies() -> dict[str, bytes]:
+    """NIfTI payloads the bundle cannot serve, with a word its error message must contain."""
+    good = gzip.compress(nib.Nifti1Image(np.ones((16, 16, 4), np.float32), np.eye(4)).to_bytes())
+    nan = np.ones((16, 16, 4), np.float32)
+    nan[3, 4, 1] = np.nan
+    return {
+        "4d": gzip.compress(nib.Nifti1Image(np.ones((16, 16, 4, 3), np.float32), np.eye(4)).to_bytes()),
+        "nan": gzip.compress(nib.Nifti1Image(nan, np.eye(4)).to_bytes()),
+        "truncated": good[: len(good) // 2],
+        "corrupt": b"this is not a NIfTI file" * 20,
+    }
+
+
+BAD_WORDS = {"4d": "4D data", "nan": "1 NaN", "truncated": "cannot be read", "corrupt": "cannot be read"}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("ml_server")
@@ -81,6 +97,8 @@ def server(tmp_path_factory):
     write_weights(bundle, constant_head_state(network_state(bundle), seg_class=2, identity_restore=True))
     studies = root / "studies"
     study = write_study(studies, names=("img0", "img1"))
+    # a broken study already in the datastore folder (copied there, never uploaded): /infer must name it
+    (studies / "stored_truncated.nii.gz").write_bytes(_bad_studies()["truncated"])
     info = monailabel_app.prepare_app(root / "app", bundle_dir=bundle, name=NAME, copy=True)
     assert info["models"] == [NAME, RESTORE]
     model_pt = Path(info["model_dirs"][0]) / "models" / "model.pt"
@@ -195,6 +213,56 @@ def test_upload_a_study_then_infer_and_infer_on_an_uploaded_file(server, tmp_pat
     assert r.status_code == 200, r.text[:500]
     seg2, _ = _nifti(r.content)
     np.testing.assert_array_equal(seg2, seg)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_WORDS))
+def test_upload_of_a_study_that_cannot_be_served_is_refused_with_the_reason(server, kind):
+    image_id = f"bad_{kind}"
+    r = requests.put(
+        f"{server['url']}/datastore/image",
+        params={"image": image_id},
+        files={"file": (f"{image_id}.nii.gz", _bad_studies()[kind])},
+        timeout=60,
+    )
+    assert r.status_code == 422, f"{r.status_code} {r.text[:500]}"
+    detail = r.json()["detail"]
+    assert f"study {image_id!r}" in detail and BAD_WORDS[kind] in detail and "nothing was stored" in detail, detail
+    assert "/tmp" not in detail  # the server's temporary file name means nothing to the client
+    ds = requests.get(f"{server['url']}/datastore/", params={"output": "all"}, timeout=30).json()
+    assert image_id not in ds["objects"]
+
+
+@pytest.mark.parametrize("kind", ["4d", "nan"])
+def test_infer_on_a_posted_study_that_cannot_be_served_names_the_problem(server, kind):
+    r = requests.post(
+        f"{server['url']}/infer/{NAME}",
+        params={"output": "image"},
+        files={"file": (f"{kind}.nii.gz", _bad_studies()[kind])},
+        timeout=REQUEST_TIMEOUT,
+    )
+    assert r.status_code == 422, f"{r.status_code} {r.text[:500]}"
+    detail = r.json()["detail"]
+    assert "the posted file" in detail and BAD_WORDS[kind] in detail and NAME in detail, detail
+
+
+def test_infer_on_a_broken_stored_study_names_the_image(server):
+    r = requests.post(
+        f"{server['url']}/infer/{NAME}", params={"image": "stored_truncated", "output": "json"}, timeout=60
+    )
+    assert r.status_code == 422, f"{r.status_code} {r.text[:500]}"
+    detail = r.json()["detail"]
+    assert "image 'stored_truncated'" in detail and "cannot be read" in detail, detail
+
+
+def test_infer_with_an_unknown_image_or_model_says_what_exists(server):
+    r = requests.post(f"{server['url']}/infer/{NAME}", params={"image": "no_such_case", "output": "json"}, timeout=60)
+    assert r.status_code == 404, f"{r.status_code} {r.text[:500]}"
+    detail = r.json()["detail"]
+    assert "no image 'no_such_case'" in detail and "img0" in detail and "PUT /datastore/image" in detail, detail
+    r = requests.post(f"{server['url']}/infer/no_such_model", params={"image": "img0", "output": "json"}, timeout=60)
+    assert r.status_code == 404, f"{r.status_code} {r.text[:500]}"
+    detail = r.json()["detail"]
+    assert "no model 'no_such_model'" in detail and NAME in detail and RESTORE in detail, detail
 
 
 def test_five_sequential_and_three_concurrent_requests(server):

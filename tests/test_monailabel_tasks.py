@@ -84,13 +84,9 @@ def test_infer_task_returns_segmentation_and_restored_volume(env):
     rest = nib.load(path)
     assert rest.shape == raw.shape and np.allclose(rest.affine, case["affine"])
     r = np.asarray(rest.dataobj, dtype=np.float32)
-    # identity restoration head: restored = normalised input mapped back; the percentile normalisation clips the
-    # extreme voxels, so compare the unclipped ones exactly and the clipped ones against the clipping range
-    lo, hi = np.percentile(raw, [0.5, 99.5])
-    inside = (raw > lo + 1) & (raw < hi - 1)
-    assert inside.mean() > 0.5
-    np.testing.assert_allclose(r[inside], raw[inside], atol=1e-3 * (hi - lo))
-    assert r.min() >= lo - 1e-2 * (hi - lo) and r.max() <= hi + 1e-2 * (hi - lo)
+    # identity restoration head: restored = normalised input mapped back; the voxels the percentile normalisation
+    # clipped keep the input's value (RestoreInputUnitsd), so the whole volume comes back
+    np.testing.assert_allclose(r, raw, atol=1e-3 * float(np.ptp(raw)))
     os.unlink(seg_file)
 
 

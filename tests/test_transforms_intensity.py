@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,74 @@ def test_bad_input_and_modality_ids():
         t({"modality": "PET"})
     with pytest.raises(KeyError):
         t({})
+
+
+def _restore(raw, restored_norm, modality="CT", **kwargs):
+    """Normalise ``raw`` as inference.json does, record the map, then map ``restored_norm`` back."""
+    from scripts.transforms import RestoreInputUnitsd
+    from scripts.workflows.outputs import RecordIntensityMapd
+
+    d = {"image": raw, "image_raw": raw.clone(), "modality": modality}
+    d = ModalityNormalized()(d)
+    d = RecordIntensityMapd(delete_raw=False)(d)
+    d["restored"] = restored_norm(d["image"]) if callable(restored_norm) else restored_norm
+    out = RestoreInputUnitsd(**kwargs)(d)
+    assert "image_raw" not in out
+    return out["restored"]
+
+
+def test_restored_ct_keeps_what_the_window_cut_and_stays_within_the_input_range():
+    hu = torch.tensor([[[-1024.0, -600.0, 0.0, 400.0, 999.0, 3071.0]]])
+    # an identity restoration gives the input back exactly, including above and below the -1000..1000 HU window
+    np.testing.assert_allclose(_restore(hu, lambda n: n.clone()), hu, atol=1e-3)
+    # a restoration that overshoots: de-normalised inside the window (-0.3 -> -1600 HU), clipped to the input range
+    over = torch.tensor([[[0.1, -0.3, 0.5, 1.4, 0.9, 1.0]]])
+    out = _restore(hu, over)
+    np.testing.assert_allclose(out[0, 0].tolist(), [-1024.0, -1024.0, 0.0, 1800.0, 800.0, 3071.0], atol=1e-2)
+    plain = _restore(hu, over, clip_to_input=False, pass_through_cut=False)
+    assert float(plain.max()) < 3071 and float(plain.min()) < -1024  # what the old linear inverse gave
+
+
+def test_restored_mri_is_clipped_to_the_input_range_and_a_constant_image_comes_back():
+    rng = np.random.RandomState(0)
+    raw = torch.as_tensor(rng.randint(0, 224, size=(1, 16, 16)).astype(np.float32))
+    out = _restore(raw, lambda n: n * 1.2 - 0.1, modality="MRI")  # overshoots both ends, as a network may
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 223.0
+    const = torch.full((1, 8, 8), 100.0)
+    np.testing.assert_allclose(_restore(const, lambda n: n.clone(), modality="MRI"), const)
+    meta = MetaTensor(raw.clone(), meta={"filename_or_obj": "m.nii"})
+    kept = _restore(meta, lambda n: n.clone(), modality="MRI")
+    assert isinstance(kept, MetaTensor) and kept.dtype == torch.float32
+
+
+def test_hounsfield_data_processed_as_mri_get_a_warning_naming_the_file(caplog):
+    hu = MetaTensor(torch.linspace(-1024, 1500, 400).reshape(1, 20, 20), meta={"filename_or_obj": "/d/chest.nii.gz"})
+    with caplog.at_level("WARNING", logger="scripts.transforms.intensity"):
+        ModalityNormalized()({"image": hu, "modality": "MRI"})
+    assert any("chest.nii.gz" in r.message and "looks like CT" in r.message for r in caplog.records), caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="scripts.transforms.intensity"):
+        ModalityNormalized()({"image": hu, "modality": "CT"})
+        ModalityNormalized()({"image": torch.rand(1, 20, 20) * 900, "modality": "MRI"})
+        ModalityNormalized(ct_hint_below=None)({"image": hu, "modality": "MRI"})
+    assert not caplog.records, caplog.text
+
+
+def test_inference_config_gives_ct_back_in_hounsfield_units(tmp_path):
+    """inference.json's own pre- and postprocessing, with an identity restoration in place of the network."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    bundle = Path(__file__).resolve().parents[1] / "bundle"
+    hu = np.linspace(-1024, 3071, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(path))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle), "modality": "CT", "output_dir": str(tmp_path / "out")})
+    d = parser.get_parsed_content("preprocessing")({"image": str(path)})
+    d["pred"] = {"seg": torch.zeros((4, 8, 8, 3)), "restored": d["image"].clone()}
+    post = parser.get_parsed_content("postprocessing")
+    out = post(d)
+    restored = np.asarray(nib.load(out["result"]["restored"]).dataobj)
+    np.testing.assert_allclose(restored, hu, atol=0.05)

@@ -6,7 +6,10 @@
 What it does (no network access; MONAI Label 0.8.5):
 
 1. copies the stock ``monaibundle`` sample app out of the installed ``monailabel`` wheel (the same folder
-   ``monailabel apps --download --name monaibundle`` copies) into ``--app-dir`` (kept if it is already there);
+   ``monailabel apps --download --name monaibundle`` copies) into ``--app-dir`` (kept if it is already there),
+   its ``main.py`` as ``monaibundle_main.py``, and writes ``tools/monailabel_main.py`` as the app's ``main.py``:
+   the same app, answering bad uploads and failed ``/infer`` requests with a 4xx/5xx that names the image and the
+   problem (MONAI Label itself answers HTTP 500 with no message);
 2. places the bundle at ``<app>/model/<name>``: a symbolic link to ``--bundle`` by default (training from MONAI
    Label then updates ``bundle/models/model.pt`` in place), or a copy with ``--copy``. The folder name is the
    model name that MONAI Label shows and the one used in ``/infer/<name>`` and ``/train/<name>``;
@@ -41,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / "bundle"
 DEFAULT_NAME = "vldun_mri_ct_segmentation"
 SAMPLE_APP = "monaibundle"
+APP_MAIN = Path(__file__).resolve().with_name("monailabel_main.py")
 
 #: what is never linked/copied from a bundle into an app (run outputs, caches)
 BUNDLE_IGNORE = ("eval", "runs", ".cache", "mlruns", "__pycache__", "*.pyc", "monailabel_train.json")
@@ -192,14 +196,13 @@ def prepare_app(
 
     if force and app_dir.exists():
         shutil.rmtree(app_dir)
+    sample = find_sample_app()
     if not (app_dir / "main.py").is_file():
         app_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(
-            find_sample_app(),
-            app_dir,
-            ignore=shutil.ignore_patterns("logs", "model", "__pycache__"),
-            dirs_exist_ok=True,
-        )
+        ignore = shutil.ignore_patterns("logs", "model", "__pycache__")
+        shutil.copytree(sample, app_dir, ignore=ignore, dirs_exist_ok=True)
+    shutil.copy2(sample / "main.py", app_dir / "monaibundle_main.py")
+    shutil.copy2(APP_MAIN, app_dir / "main.py")
     model_root = app_dir / "model"
     model_root.mkdir(exist_ok=True)
 

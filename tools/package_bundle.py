@@ -32,9 +32,10 @@
    Without weights in the archive, the check writes an *untrained* ``model.pt`` into the unpacked copy first (the
    archive is not changed) and says so.
 
-4. **Export** (``--export-shape H W``): TorchScript is not possible for this network (see ``docs/README.md``);
-   ``torch.export`` writes the segmentation network for inputs of exactly (1, 1, H, W) to
-   ``<output>/<name>_v<version>_seg_HxW.pt2`` and compares it with the eager network.
+4. **Export** (``--export-shape H W``): ``torch.export`` writes the segmentation network to
+   ``<output>/<name>_v<version>_seg.pt2`` for inputs (1, 1, H, W) with H and W any multiple of 8 within
+   ``--export-size-range`` (traced at the given shape) and compares it with the eager network at that shape and at
+   ``--export-check-shape``. TorchScript is not possible for this network (see ``docs/README.md``).
 
 Exit status 0 when the archive was built and (if requested) passed the check. Prints one JSON summary line last.
 """
@@ -396,13 +397,14 @@ def check_archive(archive: str | os.PathLike, name: str | None = None, timeout: 
             return report
 
 
-# torch.export of the segmentation network at a fixed input shape (TorchScript is not possible, see docs/README.md)
+# torch.export of the segmentation network with a symbolic H x W (multiples of 8, the network's padding unit)
 _EXPORT_SCRIPT = textwrap.dedent(
     r"""
     import json, os, sys, time
     import torch
 
-    bundle, out, h, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    bundle, out = sys.argv[1], sys.argv[2]
+    (h, w), (h2, w2), (lo, hi) = (tuple(int(v) for v in a.split("x")) for a in sys.argv[3:6])
     sys.path.insert(0, bundle)
     from monai.bundle import ConfigParser
 
@@ -414,34 +416,57 @@ _EXPORT_SCRIPT = textwrap.dedent(
     net.eval()
     for prm in net.parameters():
         prm.requires_grad_(False)
+    m = net.pad_multiple
+    hs = torch.export.Dim("h_blocks", min=lo // m, max=hi // m)
+    ws = torch.export.Dim("w_blocks", min=lo // m, max=hi // m)
     x = torch.rand(1, 1, h, w, generator=torch.Generator().manual_seed(0))
     t0 = time.time()
     with torch.no_grad():
-        ep = torch.export.export(net, (x,), strict=False)
+        ep = torch.export.export(net, (x,), dynamic_shapes={"x": {2: m * hs, 3: m * ws}}, strict=False)
+    for gm in ep.graph_module.modules():  # source locations of every traced op: half the file, not needed to run it
+        if isinstance(gm, torch.fx.GraphModule):
+            for node in gm.graph.nodes:
+                node.meta.pop("stack_trace", None)
     torch.export.save(ep, out)
     seconds = time.time() - t0
-    with torch.no_grad():
-        y_ref = net(x)
-        y = torch.export.load(out).module()(x)
-    report = {"path": out, "input_shape": [1, 1, h, w], "output_shape": list(y.shape),
-              "max_abs_diff": float((y - y_ref).abs().max()), "export_seconds": round(seconds, 1)}
+    program = torch.export.load(out).module()
+    diffs = {}
+    for hh, ww in ((h, w), (h2, w2)):
+        xx = torch.rand(1, 1, hh, ww, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            y, y_ref = program(xx), net(xx)
+        diffs[f"{hh}x{ww}"] = float((y - y_ref).abs().max())
+    report = {"path": out, "example_shape": [1, 1, h, w], "output_shape": list(y.shape),
+              "size_range": [lo, hi], "multiple": m, "max_abs_diff": diffs,
+              "file_bytes": os.path.getsize(out),
+              "weights_bytes": sum(v.numel() * v.element_size() for v in state.values()),
+              "export_seconds": round(seconds, 1)}
     print("EXPORT_REPORT " + json.dumps(report))
     """
 )
 
+#: slice sizes an exported program accepts by default (multiples of 8; a latent of 2 x 2 or less specialises)
+EXPORT_SIZE_RANGE = (24, 1024)
+
 
 def export_program(
-    bundle_dir: str | os.PathLike, out: str | os.PathLike, shape: Sequence[int] = (256, 256), timeout: int = 3600
+    bundle_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    shape: Sequence[int] = (64, 64),
+    check_shape: Sequence[int] = (40, 72),
+    size_range: Sequence[int] = EXPORT_SIZE_RANGE,
+    timeout: int = 3600,
 ) -> dict:
-    """``torch.export`` the segmentation network (``network_def`` with ``output="seg"`` and ``models/model.pt``) for
-    input shape ``(1, 1, H, W)`` to ``out`` (``.pt2``; load with ``torch.export.load(out).module()``). Runs in a fresh
-    process; returns a report with the largest difference to the eager network on a random input."""
+    """``torch.export`` the segmentation network (``network_def`` with ``output="seg"`` and ``models/model.pt``) to
+    ``out`` (``.pt2``; load with ``torch.export.load(out).module()``) for inputs (1, 1, H, W) with H and W any
+    multiple of 8 within ``size_range``, traced at ``shape``. Runs in a fresh process; the report gives the file and
+    weights sizes and the largest difference to the eager network at ``shape`` and at ``check_shape``."""
     bundle_dir = Path(bundle_dir).resolve()
     if not (bundle_dir / "models" / "model.pt").is_file():
         raise FileNotFoundError(f"{bundle_dir / 'models' / 'model.pt'} is missing: nothing to export")
-    h, w = (int(v) for v in shape)
+    sizes = [f"{int(a)}x{int(b)}" for a, b in (shape, check_shape, size_range)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    cmd = [sys.executable, "-c", _EXPORT_SCRIPT, str(bundle_dir), str(Path(out).resolve()), str(h), str(w)]
+    cmd = [sys.executable, "-c", _EXPORT_SCRIPT, str(bundle_dir), str(Path(out).resolve()), *sizes]
     res = subprocess.run(cmd, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise RuntimeError(f"torch.export failed (exit {res.returncode}):\n{(res.stdout + res.stderr)[-6000:]}")
@@ -469,7 +494,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="also torch.export the segmentation network for (1, 1, H, W) inputs (<name>_v<version>_seg_HxW.pt2)",
+        help="also torch.export the segmentation network, traced at (1, 1, H, W), for any H and W that are "
+        "multiples of 8 within --export-size-range (<name>_v<version>_seg.pt2)",
+    )
+    p.add_argument(
+        "--export-check-shape",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=[40, 72],
+        help="second input shape the exported program is compared with the network at (default: 40 72)",
+    )
+    p.add_argument(
+        "--export-size-range",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=list(EXPORT_SIZE_RANGE),
+        help="smallest and largest H and W the exported program accepts (default: %(default)s)",
     )
     args = p.parse_args(argv)
 
@@ -504,9 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(summary))
             return 1
     if args.export_shape:
-        h, w = args.export_shape
-        out = Path(args.output) / f"{args.name}_v{info['version']}_seg_{h}x{w}.pt2"
-        summary["export"] = export_program(args.bundle, out, (h, w))
+        out = Path(args.output) / f"{args.name}_v{info['version']}_seg.pt2"
+        summary["export"] = export_program(
+            args.bundle, out, args.export_shape, args.export_check_shape, args.export_size_range
+        )
     print(json.dumps(summary))
     return 0
 

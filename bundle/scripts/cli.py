@@ -33,7 +33,7 @@ from typing import Any
 
 from scripts.flags import as_bool
 
-__all__ = ["check_cli_overrides", "find_override_problems", "is_bundle_run", "parse_cli_args"]
+__all__ = ["check_cli_overrides", "fail", "find_override_problems", "is_bundle_run", "parse_cli_args"]
 
 #: keys a ``_target_`` component may hold besides the target's arguments (MONAI's reserved keys).
 _COMPONENT_KEYS = ("_target_", "_disabled_", "_requires_", "_desc_", "_mode_")
@@ -47,6 +47,17 @@ def is_bundle_run(argv: Sequence[str]) -> bool:
         return False
     main = Path(argv[0])
     return main.name == "__main__.py" and main.parent.name == "bundle" and main.parent.parent.name == "monai"
+
+
+def fail(error: BaseException, argv: Sequence[str] | None = None) -> None:
+    """End a ``python -m monai.bundle run`` command with ``error``'s message on stderr and exit status 1, without a
+    traceback: MONAI evaluates workflow steps as ``$`` expressions and would bury the message under "Failed to
+    evaluate ConfigExpression" and a page of frames (``SystemExit`` passes through that wrapper). Anywhere else
+    (MONAI Label, tests, benchmarks, in-process runs) ``error`` is raised, for the caller to handle."""
+    if not is_bundle_run(list(sys.argv if argv is None else argv)):
+        raise error from None
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 def _is_flag(arg: str) -> bool:

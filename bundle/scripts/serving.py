@@ -19,6 +19,10 @@ How the bundle meets MONAI Label's ``BundleInferTask`` / ``BundleTrainTask`` (``
   ``/infer`` uses the newly trained weights, and rewrites its provenance record ``model.pt.json`` (otherwise the
   record of an earlier run would describe other weights; ``tools/package_bundle.py`` checks it).
 
+- **Errors** (``/infer``, ``/datastore/image``): the app's ``main.py`` (``tools/monailabel_main.py``) asks
+  :func:`study_problem` about each study before storing or inferring it, and reports any other failure with
+  :func:`failure_message`, so the client gets a 4xx/5xx whose ``detail`` says what was wrong with which image.
+
 Custom code must stay stateless at module level: MONAI Label unloads and re-imports ``scripts`` on every call.
 """
 
@@ -38,8 +42,16 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 from scripts.workflows.checkpoint import save_atomic, unwrap_module, write_weights_record
+from scripts.workflows.io import InputScreen
 
-__all__ = ["NetworkOutputInferer", "RestoredAsPredd", "SaveIfNotValidated", "with_output"]
+__all__ = [
+    "NetworkOutputInferer",
+    "RestoredAsPredd",
+    "SaveIfNotValidated",
+    "failure_message",
+    "study_problem",
+    "with_output",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +66,29 @@ def with_output(network: Callable, output: str) -> Callable:
     view = copy.copy(network)
     view.set_output(output)
     return view
+
+
+def study_problem(path: str | os.PathLike, name: str | None = None) -> str | None:
+    """Why the study ``path`` cannot be served, in the words of the command-line inference's screen
+    (:class:`scripts.workflows.io.InputScreen`: unreadable, corrupt or truncated, 4D, several channels, NaN/Inf), or
+    ``None`` if it can. ``name`` replaces the path in the message: uploads and posted files arrive under a temporary
+    file name that means nothing to the client."""
+    errors = InputScreen([{"image": str(path)}], keys="image").errors
+    if not errors:
+        return None
+    return errors[0].replace(str(path), name) if name else errors[0]
+
+
+def failure_message(exc: BaseException) -> str:
+    """The innermost error of ``exc``'s chain as ``"Type: message"``: MONAI wraps an error raised inside a transform
+    in ``RuntimeError("applying transform ...")`` and ``ConfigExpression`` failures in another layer, whose own text
+    names the wrapper, not the problem."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    text = str(exc).strip() or "(no message)"
+    return f"{type(exc).__name__}: {text[:1000]}"
 
 
 class NetworkOutputInferer(Inferer):

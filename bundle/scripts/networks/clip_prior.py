@@ -257,15 +257,28 @@ class CLIPPrior(nn.Module):
         The whole field of view is resized to the square CLIP input (no centre crop).
         """
         if y.ndim != 4:
-            raise ValueError(f"CLIPPrior expects (B, C, H, W), got shape {tuple(y.shape)}.")
+            # a plain string concatenation: TorchScript cannot format a tuple of sizes in an f-string
+            raise ValueError("CLIPPrior expects (B, C, H, W), got shape " + str(list(y.shape)) + ".")
         y = y.float()
         if y.shape[1] != 3:
             y = y.mean(dim=1, keepdim=True) if y.shape[1] != 1 else y
             y = y.expand(-1, 3, -1, -1)
+        if torch.compiler.is_exporting():
+            return (self._resize_symbolic(y) - self.pixel_mean) / self.pixel_std
         if tuple(y.shape[-2:]) != self.image_size:
             down = y.shape[-2] > self.image_size[0] or y.shape[-1] > self.image_size[1]
             y = F.interpolate(y, size=self.image_size, mode="bicubic", align_corners=False, antialias=down)
         return (y - self.pixel_mean) / self.pixel_std
+
+    def _resize_symbolic(self, y: torch.Tensor) -> torch.Tensor:
+        """The resize of :meth:`preprocess` without a Python branch on the input size, which ``torch.export`` would
+        turn into a guard that fixes H and W: both resizes are computed (CLIP-sized, cheap) and the antialiased one
+        kept when the slice is larger than CLIP's input. Resizing to the same size is the identity either way."""
+        size = y.shape[-2:]
+        larger = torch.scalar_tensor(torch.sym_max(size[0] - self.image_size[0], size[1] - self.image_size[1])) > 0
+        plain = F.interpolate(y, size=self.image_size, mode="bicubic", align_corners=False, antialias=False)
+        smooth = F.interpolate(y, size=self.image_size, mode="bicubic", align_corners=False, antialias=True)
+        return torch.where(larger, smooth, plain)
 
     def encode_image(self, y: torch.Tensor) -> torch.Tensor:
         """``f_mod = E_v(y)`` (B, D)."""

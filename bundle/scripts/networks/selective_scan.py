@@ -314,6 +314,35 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC
 
 
+def _scan_for_export(u, delta, A, B, C, t: int):
+    """The chunked recurrence as one ``torch._higher_order_ops.scan`` over the chunks, for ``torch.export``: the group
+    loop of :class:`_ChunkedScan` runs ``length / (t * group_chunks)`` times, a Python count that export would fix to
+    the example input's sequence length (and a custom autograd ``Function`` cannot be saved in a program), while the
+    scan operator keeps the number of chunks symbolic, so one exported program takes any H x W. Inference only (no
+    hand-written backward); same states as :func:`selective_scan_sequential` step by step.
+
+    u, delta: (B, E, nc * t); B, C: (B, N, nc * t). Returns ``y`` (B, E, nc * t) and the last state (B, E, N).
+    """
+    from torch._higher_order_ops.scan import scan
+
+    def chunks(x: torch.Tensor) -> torch.Tensor:  # (B, K, nc * t) -> (nc, t, B, K)
+        b, k, g = x.shape
+        return x.view(b, k, g // t, t).permute(2, 3, 0, 1)
+
+    def one_chunk(h: torch.Tensor, xs: tuple[torch.Tensor, ...]):
+        d, uu, bb, cc = xs  # (t, B, E), (t, B, E), (t, B, N), (t, B, N)
+        ys = []
+        for s in range(t):
+            h = torch.exp(d[s][:, :, None] * A) * h + (d[s] * uu[s])[:, :, None] * bb[s][:, None, :]
+            ys.append((h * cc[s][:, None, :]).sum(-1))
+        return h, torch.stack(ys)
+
+    h0 = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    last, y = scan(one_chunk, h0, (chunks(delta), chunks(u), chunks(B), chunks(C)))
+    nc, _, b, e = y.shape
+    return y.permute(2, 3, 0, 1).reshape(b, e, nc * t), last
+
+
 def selective_scan_chunked(
     u: torch.Tensor,
     delta: torch.Tensor,
@@ -344,13 +373,19 @@ def selective_scan_chunked(
     uc, A_, B_, C_ = u.to(ct), A.to(ct), B.to(ct), C.to(ct)
     delta = _activate_delta(delta.to(ct), delta_bias, delta_softplus)
     length = u.shape[-1]
-    t = max(1, min(chunk_size, length))
-    pad = (-length) % t
+    # under torch.export the length is symbolic: a branch on it would fix the exported program to one H x W
+    exporting = torch.compiler.is_exporting()
+    t = chunk_size if exporting else max(1, min(chunk_size, length))
+    # (one trailing chunk more when exporting: a program traced with several chunks rejects a single one)
+    pad = (-length) % t + (t if exporting else 0)
     if pad:  # zero delta => decay 1 and input 0: padded steps leave the state unchanged
         uc_p, delta, B_, C_ = (F.pad(x, (0, pad)) for x in (uc, delta, B_, C_))
     else:
         uc_p = uc
-    y, last = _ChunkedScan.apply(uc_p, delta, A_, B_, C_, t, group_chunks, num_threads)
+    if torch.compiler.is_exporting():
+        y, last = _scan_for_export(uc_p, delta, A_, B_, C_, t)
+    else:
+        y, last = _ChunkedScan.apply(uc_p, delta, A_, B_, C_, t, group_chunks, num_threads)
     out = _finish(y[..., :length], uc, D, z, u.dtype)
     return (out, last) if return_last_state else out
 

@@ -15,7 +15,13 @@ from scripts.transforms.degradations import (
     motion_kspace,
     truncate_kspace,
 )
-from scripts.transforms.intensity import NORMALIZATION_MODES, ModalityNormalized, ModalityToIndexd, normalize_intensity
+from scripts.transforms.intensity import (
+    NORMALIZATION_MODES,
+    ModalityNormalized,
+    ModalityToIndexd,
+    RestoreInputUnitsd,
+    normalize_intensity,
+)
 from scripts.transforms.kspace import (
     GOLDEN_ANGLE_DEG,
     CartesianKspaceMask,
@@ -38,6 +44,7 @@ __all__ = [
     "ModalityKspaceUndersampled",
     "ModalityNormalized",
     "ModalityToIndexd",
+    "RestoreInputUnitsd",
     "RadialKspaceMask",
     "RandPrimitiveDegradation",
     "RandPrimitiveDegradationd",

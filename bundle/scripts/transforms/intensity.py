@@ -20,11 +20,18 @@ Modes (``mode`` may be one string or a mapping modality name -> mode):
   [0, 255] as read from 8-bit PNG), else ``"percentile"``.
 
 A constant image becomes all zeros under ``minmax``/``percentile`` (never NaN); outputs are float32; NaN/Inf input
-raises ``ValueError`` naming the file.
+raises ``ValueError`` naming the file. An image processed as MRI that looks like CT in Hounsfield units (at least
+``ct_hint_fraction`` of its voxels below ``ct_hint_below``, default 5 % below -500: air and lung, which MRI
+magnitudes never are) gets a warning that names the file and says how to set the modality.
+
+:class:`RestoreInputUnitsd` maps a network output back to the input's units: the de-normalised value, clipped to
+the input's range, except where the normalisation had clipped the input (outside the CT window or the MRI
+percentiles), which keeps the input's own value.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +45,16 @@ from monai.utils import convert_to_dst_type
 from scripts.prompts import MODALITIES, modality_index
 from scripts.transforms.kspace import source_name
 
-__all__ = ["NORMALIZATION_MODES", "ModalityNormalized", "ModalityToIndexd", "normalize_intensity"]
+__all__ = [
+    "NORMALIZATION_MODES",
+    "ModalityNormalized",
+    "ModalityToIndexd",
+    "RestoreInputUnitsd",
+    "ct_like_fraction",
+    "normalize_intensity",
+]
+
+logger = logging.getLogger(__name__)
 
 NORMALIZATION_MODES: tuple[str, ...] = ("auto", "window", "percentile", "minmax", "none")
 
@@ -102,6 +118,12 @@ def normalize_intensity(
     return out.numpy(), mode
 
 
+def ct_like_fraction(img: Any, below: float = -500.0) -> float:
+    """Fraction of the voxels below ``below`` (air and lung in HU, which MRI magnitudes never are)."""
+    t = img.as_tensor() if hasattr(img, "as_tensor") else torch.as_tensor(np.asarray(img))
+    return float((t < below).sum()) / max(int(t.numel()), 1)
+
+
 class ModalityNormalized(MapTransform):
     """Normalise ``keys`` to [0, 1] according to the sample's modality (see the module docstring for modes).
 
@@ -112,6 +134,8 @@ class ModalityNormalized(MapTransform):
         ct_window: HU window for ``"window"``; mri_percentiles: percentiles for ``"percentile"``.
         default_modality: used when ``modality_key`` is absent (``None``: then the dict must have it).
         mode_key: if set, the mode actually used is stored there (useful to audit ``"auto"``).
+        ct_hint_below, ct_hint_fraction: warn when an image processed as MRI has at least ``ct_hint_fraction`` of its
+            voxels below ``ct_hint_below`` (it looks like CT in HU); ``ct_hint_below=None`` never warns.
     """
 
     def __init__(
@@ -124,10 +148,14 @@ class ModalityNormalized(MapTransform):
         modalities: Sequence[str] = MODALITIES,
         default_modality: str | int | None = None,
         mode_key: str | None = None,
+        ct_hint_below: float | None = -500.0,
+        ct_hint_fraction: float = 0.05,
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
         self.modalities = tuple(modalities)
+        self.ct_hint_below = None if ct_hint_below is None else float(ct_hint_below)
+        self.ct_hint_fraction = float(ct_hint_fraction)
         if isinstance(mode, str):
             modes = {m: mode for m in self.modalities}
         else:
@@ -152,6 +180,15 @@ class ModalityNormalized(MapTransform):
         if name not in self.modes:
             raise ValueError(f"ModalityNormalized: no normalisation mode for modality {name!r}.")
         for key in self.key_iterator(d):
+            if name.upper() == "MRI" and self.ct_hint_below is not None:
+                frac = ct_like_fraction(d[key], self.ct_hint_below)
+                if frac >= self.ct_hint_fraction:
+                    file = source_name(d[key], d.get(f"{key}_meta_dict")) or f"the {key!r} image"
+                    logger.warning(
+                        f"{file} looks like CT in Hounsfield units ({100 * frac:.0f} % of its voxels are below "
+                        f"{self.ct_hint_below:g}) but is processed as MRI: set the modality to CT (`--modality CT`, "
+                        "or 'modality': 'CT' in the datalist) for the HU window and the CT prior"
+                    )
             d[key], used = normalize_intensity(
                 d[key],
                 self.modes[name],
@@ -195,4 +232,70 @@ class ModalityToIndexd(MapTransform):
             v = d[key]
             v = v.item() if hasattr(v, "item") else v
             d[key] = modality_index(int(v) if isinstance(v, (np.integer,)) else v, self.modalities)
+        return d
+
+
+def _plain(x: Any) -> torch.Tensor:
+    t = x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+    return t.to(torch.float64)
+
+
+class RestoreInputUnitsd(MapTransform):
+    """Map ``keys`` (network outputs on the normalised scale, in the input's geometry) back to the input's intensity
+    units, using the input itself (``raw_key``, the copy taken before :class:`ModalityNormalized`) and the affine map
+    ``normalised = a * raw + b`` recorded by ``scripts.workflows.outputs.RecordIntensityMapd`` (``map_key``).
+
+    - ``(value - b) / a``, clipped to the input's range (``clip_to_input``): the network has no information about
+      intensities the input does not contain, and a constant image (mapped to 0 by the normalisation) comes back as
+      its constant;
+    - where the normalisation had clipped the input (``a * raw + b`` outside [0, 1]: beyond the CT window, the MRI
+      percentiles), the input's value is kept (``pass_through_cut``): a bone at 3071 HU stays 3071, not the window's
+      1000.
+
+    Without a map the data are returned unchanged; without the raw copy only the de-normalisation is applied.
+    ``delete_raw`` drops the raw copy afterwards.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "restored",
+        raw_key: str = "image_raw",
+        map_key: str = "intensity_map",
+        clip_to_input: bool = True,
+        pass_through_cut: bool = True,
+        delete_raw: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.raw_key = raw_key
+        self.map_key = map_key
+        self.clip_to_input = clip_to_input
+        self.pass_through_cut = pass_through_cut
+        self.delete_raw = delete_raw
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.map_key not in d:
+            return d
+        a, b = (float(v) for v in torch.as_tensor(d[self.map_key]).reshape(-1)[:2])
+        raw = d.get(self.raw_key)
+        for key in self.key_iterator(d):
+            value = d[key]
+            out = (_plain(value) - b) / a
+            if raw is not None:
+                r = _plain(raw).to(out.device)
+                if tuple(r.shape) != tuple(out.shape):
+                    raise ValueError(
+                        f"RestoreInputUnitsd: {key!r} has shape {tuple(out.shape)} but the input copy {self.raw_key!r} "
+                        f"{tuple(r.shape)}; run it after Invertd (file: {source_name(value) or '?'})."
+                    )
+                if self.clip_to_input:
+                    out = out.clamp(float(r.min()), float(r.max()))
+                if self.pass_through_cut:
+                    n = a * r + b
+                    out = torch.where((n < -1e-6) | (n > 1 + 1e-6), r, out)
+            res, *_ = convert_to_dst_type(out.to(torch.float32), dst=value, dtype=torch.float32)
+            d[key] = res
+        if self.delete_raw:
+            d.pop(self.raw_key, None)
         return d

@@ -175,44 +175,52 @@ class InputScreen:
     ) -> None:
         self.keys = (keys,) if isinstance(keys, str) else tuple(keys)
         self.good: list[dict] = []
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # "<file>: <problem>"
+        self.rejected: list[tuple[str, str]] = []  # (file, problem)
         loader = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)
         for item in data:
             problem = None
             for k in self.keys:
                 path = str(item.get(k, ""))
                 if not path:
-                    problem = f"case {dict(item)} has no {k!r} entry"
+                    problem = (f"case {dict(item)}", f"has no {k!r} entry")
                     break
                 if not os.path.exists(path):
-                    problem = f"{path}: file not found"
+                    problem = (path, "file not found")
                     break
                 try:
                     img = loader(path)
                 except Exception as e:  # corrupt, truncated, unsupported: every reader raises differently
                     msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                    problem = f"{path}: cannot be read ({type(e).__name__}: {msg[:300]})"
+                    problem = (path, f"cannot be read ({type(e).__name__}: {msg[:300]})")
                     break
                 reason = _describe_problem(img, allow_nan)
                 if reason:
-                    problem = f"{path}: {reason}"
+                    problem = (path, reason)
                     break
             if problem:
-                logger.error(f"skipping input: {problem}")
-                self.errors.append(problem)
+                logger.error(f"skipping input: {problem[0]}: {problem[1]}")
+                self.rejected.append(problem)
+                self.errors.append(f"{problem[0]}: {problem[1]}")
             else:
                 self.good.append(dict(item))
         if self.errors:
             logger.error(f"{len(self.errors)} of {len(data)} inputs rejected; the other {len(self.good)} are processed")
 
+    def summary(self) -> str:
+        """The rejected inputs as a table (file, problem), for the end of the run."""
+        width = min(max(len("file"), *(len(f) for f, _ in self.rejected)), 100)
+        lines = [f"{'file':<{width}}  problem"] + [f"{f:<{width}}  {p}" for f, p in self.rejected]
+        head = f"{len(self.errors)} input(s) could not be processed (the other {len(self.good)} were written)"
+        return f"{head}:\n  " + "\n  ".join(lines)
+
     def raise_if_failed(self) -> None:
-        """Raise :class:`InputError` listing the rejected files (call it after the run)."""
+        """End the run listing the rejected files (call it after the run): in a ``python -m monai.bundle run``
+        command as a table on stderr with exit status 1 and no traceback, elsewhere as :class:`InputError`."""
         if self.errors:
-            lines = "\n  ".join(self.errors)
-            raise InputError(
-                f"{len(self.errors)} input(s) could not be processed (the other {len(self.good)} were written):\n"
-                f"  {lines}"
-            )
+            from scripts.cli import fail
+
+            fail(InputError(self.summary()))
 
 
 def _label_problem(label: Any, num_classes: int | None) -> str | None:

@@ -1,0 +1,118 @@
+"""Loading ``models/model.pt`` into the network with messages that say what to do.
+
+:class:`WeightsLoader` is MONAI's ``CheckpointLoader`` (same arguments, same loading) that first checks the file is
+there (otherwise: how to train or where weights come from) and turns the state-dict mismatch of weights made for
+another network (a page of missing and unexpected keys) into one sentence: which preset and number of classes the
+weights were trained with, judged from their parameter shapes, and which ones the config builds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.handlers import CheckpointLoader
+
+from scripts.cli import fail
+from scripts.networks import PRESETS
+
+__all__ = ["WeightsLoader", "describe_weights", "guess_preset", "missing_weights_message", "mismatch_message"]
+
+#: the first convolution of VL-DUN: its output channels are the preset's ``dim``
+_DIM_KEY = "patch_embed.weight"
+
+
+def guess_preset(state: Mapping[str, Any]) -> str | None:
+    """The preset whose width (``dim``) the weights have, or ``None`` if they are not VL-DUN weights of a preset."""
+    w = state.get(_DIM_KEY)
+    if not isinstance(w, torch.Tensor) or w.ndim != 4:
+        return None
+    names = [n for n, cfg in PRESETS.items() if int(cfg["dim"]) == int(w.shape[0])]
+    return names[0] if len(names) == 1 else None
+
+
+def _num_classes(state: Mapping[str, Any]) -> int | None:
+    convs = [k for k, v in state.items() if k.startswith("seg_head.") and k.endswith(".weight") and v.ndim == 4]
+    return int(state[convs[-1]].shape[0]) if convs else None
+
+
+def describe_weights(state: Mapping[str, Any]) -> str:
+    """``"preset 'tiny' (dim 8), 4 classes"`` from the parameter shapes of a VL-DUN state dict."""
+    preset = guess_preset(state)
+    w = state.get(_DIM_KEY)
+    dim = f"dim {int(w.shape[0])}" if isinstance(w, torch.Tensor) and w.ndim == 4 else "no patch_embed"
+    classes = _num_classes(state)
+    return (
+        (f"preset {preset!r}" if preset else "no known preset")
+        + f" ({dim}), "
+        + (f"{classes} classes" if classes else "no segmentation head")
+    )
+
+
+def missing_weights_message(path: str | os.PathLike) -> str:
+    return (
+        f"no weights file {str(path)!r}. Train first (`python -m monai.bundle run training --config_file "
+        "bundle/configs/train.json` writes bundle/models/model.pt), copy trained weights there (none are published "
+        "yet: bundle/large_files.yml lists none), point --ckpt_path (inference) or --eval_ckpt (evaluation) at your "
+        "file, or run the untrained network with --load_pretrain false (inference; its output is meaningless)."
+    )
+
+
+def mismatch_message(
+    path: str | os.PathLike, state: Mapping[str, Any], network: torch.nn.Module, preset: str | None = None
+) -> str:
+    own = network.state_dict()
+    have, want = describe_weights(state), describe_weights(own)
+    built = preset if preset else guess_preset(own)
+    hint = []
+    trained = guess_preset(state)
+    if trained and trained != built:
+        hint.append(f"--preset {trained}")
+    if _num_classes(state) and _num_classes(state) != _num_classes(own):
+        hint.append(f"--num_classes {_num_classes(state)}")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    return (
+        f"the weights {str(path)!r} do not fit the network the config builds: the file has {have}, the config "
+        f"builds {want}"
+        + (f" (preset {built!r})" if built and built not in want else "")
+        + f" [{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped parameters"
+        + (
+            f", e.g. {shapes[0]}: file {tuple(state[shapes[0]].shape)} vs network {tuple(own[shapes[0]].shape)}"
+            if shapes
+            else ""
+        )
+        + "]. "
+        + (
+            f"Run with {' '.join(hint)} to build the network these weights were trained for."
+            if hint
+            else "Use weights trained with this config (same preset and network overrides)."
+        )
+    )
+
+
+class WeightsLoader(CheckpointLoader):
+    """``CheckpointLoader`` with the checks of the module docstring. ``preset``: the preset the config builds (named
+    in the message). Other arguments: MONAI's ``CheckpointLoader``."""
+
+    def __init__(self, load_path: str, load_dict: dict, preset: str | None = None, **kwargs: Any) -> None:
+        super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
+        self.preset = preset
+
+    def __call__(self, engine: Any) -> None:
+        path = Path(self.load_path)
+        if not path.is_file():
+            fail(FileNotFoundError(missing_weights_message(path)))
+        try:
+            super().__call__(engine)
+        except RuntimeError as e:
+            if "state_dict" not in str(e):
+                raise
+            network = next(m for m in self.load_dict.values() if isinstance(m, torch.nn.Module))
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, Mapping) else state
+            fail(RuntimeError(mismatch_message(path, state, network, self.preset)))
