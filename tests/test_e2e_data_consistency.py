@@ -28,36 +28,18 @@ def test_training_and_evaluation_with_data_consistency(tmp_path):
     # the network starts at its input and the hard projection keeps the measured samples: no worse than the input
     assert psnr >= psnr_input - 0.05
 
-    res = run_cli(
-        [
-            "--config_file",
-            "['bundle/configs/train.json','bundle/configs/evaluate.json']",
-            "--ckpt_dir",
-            str(out / "models"),
-            "--output_dir",
-            str(out / "evaluation"),
-            "--data_consistency",
-            "true",
-            *demo_args(tmp_path / "demo"),
-        ]
-        + TINY
-    )
+    res = _evaluate(tmp_path, out, "evaluation", "--data_consistency", "true")
     assert res.returncode == 0, res.log[-5000:]
     assert "Restored all variables from" in res.log
     psnr, psnr_input = _val_psnr(res.log)
     assert psnr >= psnr_input - 0.05
 
     # the blind configuration refuses the DC weights with a message instead of silently dropping parts
-    res = run_cli(
-        [
-            "--config_file",
-            "['bundle/configs/train.json','bundle/configs/evaluate.json']",
-            "--ckpt_dir",
-            str(out / "models"),
-            "--output_dir",
-            str(out / "evaluation_blind"),
-            *demo_args(tmp_path / "demo"),
-        ]
-        + TINY
-    )
+    res = _evaluate(tmp_path, out, "evaluation_blind")
     assert res.returncode != 0 and "rec_head_imag" in res.log
+
+
+def _evaluate(tmp_path, out, name: str, *extra: str):
+    configs = "['bundle/configs/train.json','bundle/configs/evaluate.json']"
+    args = ["--config_file", configs, "--ckpt_dir", str(out / "models"), "--output_dir", str(out / name)]
+    return run_cli(args + list(extra) + demo_args(tmp_path / "demo") + TINY)
