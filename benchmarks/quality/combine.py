@@ -109,9 +109,10 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
 _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lambda_prior", "unet_features", "recipe")
 
 
-#: recipe values that only act on a network returning the features both heads read (VL-DUN): the UNet rows of a
-#: run trained under one value are the same computation under the other, so runs may differ in them
-_VLDUN_ONLY_RECIPE_KEYS = ("task_balance",)
+#: recipe values that only act on a network returning the features both heads read (VL-DUN), or only on the
+#: known-operator methods (measurement_dropout): the other rows of a run trained under one value are the same
+#: computation under the other, so runs may differ in them
+_VLDUN_ONLY_RECIPE_KEYS = ("task_balance", "measurement_dropout")
 
 
 def _comparable(config: Mapping[str, Any], key: str) -> Any:

@@ -249,7 +249,8 @@ class Runner:
             rec.update(self._eval(restored, predict(net, self.test_inputs, a.eval_batch)["seg"]))
             rec["params"] = n_params(self.rec_net) + n_params(net)
         elif method in ABLATION_SWITCHES:
-            switches = dict(ABLATION_SWITCHES[method])
+            # the blind methods are the paper's network whatever train.json's default; vldun_dc switches it on
+            switches = {"data_consistency": method in KNOWN_OPERATOR, **ABLATION_SWITCHES[method]}
             if a.scan_chunk:
                 switches["chunk_size"] = a.scan_chunk
             net = self.recipe.build_vldun(self.k, switches)

@@ -186,6 +186,7 @@ class Recipe:
             "task_balance",
             "clip_similarity",
             "preset",
+            "measurement_dropout",
         )
         parser = self._parser(None, "MRI", 1)
         out = {k: parser.get_parsed_content(k) for k in keys if k in parser.config}
@@ -210,7 +211,8 @@ class Recipe:
         """Train ``network`` for ``iterations`` steps with the recipe; returns timing, losses and probe records.
 
         ``network_keys``: batch entries passed to the network (``("kspace", "mask")`` for the known-operator
-        methods), as ``train.json``'s ``measurement_keys`` do."""
+        methods), as ``train.json``'s ``measurement_keys`` do, dropped from a batch with the config's
+        ``measurement_dropout``."""
         from ignite.engine import Events
         from monai.handlers import LrScheduleHandler
 
@@ -231,7 +233,10 @@ class Recipe:
             loss_function=loss,
             amp=False,
             decollate=False,  # no post-processing here: keep the batch output (and its loss) whole
-            prepare_batch=PrepareVLDUNBatch(network_keys=network_keys),
+            prepare_batch=PrepareVLDUNBatch(
+                network_keys=network_keys,
+                measurement_dropout=float(parser.get_parsed_content("measurement_dropout")) if network_keys else 0.0,
+            ),
             train_handlers=[LrScheduleHandler(scheduler, epoch_level=False, print_lr=False)],
         )
         losses: list[float] = []
