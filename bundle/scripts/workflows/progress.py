@@ -26,6 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import SaveImage
 
 from ..flags import as_bool
+from .runs import COMMAND_NAME, CONFIG_NAME
 
 __all__ = ["InferenceProgress", "SaveItemsHandler"]
 
@@ -54,7 +55,8 @@ class InferenceProgress:
     """Per-volume progress lines and the end-of-run summary of an inference run (rank 0).
 
     Args:
-        output_dir: the folder the outputs are written to (files created or replaced during the run are listed).
+        output_dir: the folder the outputs are written to (files created or replaced during the run are listed,
+            except the run folder's ``config.json`` and ``command.txt``).
         screen: the run's ``InputScreen`` (its ``errors`` are the inputs set aside); ``None``: no screening.
         slice_axis: the spatial axis the 2D network runs along (``slice_axis`` of the config).
         image_key: the input image of each batch.
@@ -118,7 +120,10 @@ class InferenceProgress:
     def written(self) -> list[Path]:
         if not self.output_dir.is_dir():
             return []
-        return sorted(p for p in self.output_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= self._wall0)
+        # the run folder's own record (config.json, command.txt) is not an output
+        own = {self.output_dir / CONFIG_NAME, self.output_dir / COMMAND_NAME}
+        found = (p for p in self.output_dir.rglob("*") if p.is_file() and p not in own)
+        return sorted(p for p in found if p.stat().st_mtime >= self._wall0)
 
     def _summarise(self, engine: Engine) -> None:
         import ignite.distributed as idist
