@@ -274,3 +274,16 @@ def test_summary_numbers_are_finite_on_a_real_evaluation(tmp_path):
     rows = list(csv.reader((tmp_path / "summary.csv").open()))
     values = [float(v) for r in rows[1:] for v in r[2:] if v]
     assert values and all(np.isfinite(values))
+
+
+def test_monai_label_save_without_validation_records_the_run(tmp_path):
+    from scripts.serving import SaveIfNotValidated
+
+    record = run_record(tmp_path / "eval" / "ml-run", None, [{"image": "/datastore/a.nii.gz"}], [])
+    saver = SaveIfNotValidated(tmp_path / "models", torch.nn.Linear(2, 2), validator=None, record=record)
+    engine = Engine(lambda e, b: None)
+    engine.state.epoch = 1
+    saver(engine)
+    rec = json.loads((tmp_path / "models" / "model.pt.json").read_text())
+    assert rec["run_name"] == "ml-run" and rec["datalist"] is None and rec["train_cases"] == 1
+    assert rec["metric"] is None and "SaveIfNotValidated" in rec["saved_by"]
