@@ -151,8 +151,9 @@ def test_only_a_monai_bundle_run_command_line_is_checked(capsys):
 def test_tracking_settings_and_args_file_are_understood(tmp_path, capsys):
     base = [MONAI_MAIN, "run", "training", "--config_file", str(ROOT / TRAIN)]
     check_cli_overrides([*base, "--tracking", "mlflow", "--run_name", "a", "--tracking_uri", "sqlite:///x.db"])
+    check_cli_overrides([*base, "--run_name", "a"])  # names the run folder, with or without --tracking
     with pytest.raises(SystemExit):
-        check_cli_overrides([*base, "--run_name", "a"])  # without --tracking nothing reads run_name
+        check_cli_overrides([*base, "--tracking_uri", "sqlite:///x.db"])  # without --tracking nothing reads it
     args_file = tmp_path / "args.json"
     args_file.write_text('{"config_file": "%s", "epochz": 2}' % (ROOT / TRAIN))
     with pytest.raises(SystemExit):

@@ -72,6 +72,13 @@ def train_args(demo: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def run_folder(root: Path) -> Path:
+    """The newest run folder under ``root`` (every run writes into ``<output_dir>/<run_name>``)."""
+    runs = sorted((p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()), key=os.path.getmtime)
+    assert runs, f"no run folder under {root}"
+    return runs[-1]
+
+
 def epoch_metrics(log: str) -> dict[int, str]:
     """'Epoch[k] Metrics -- ...' lines of the trainer and validator, by epoch (joined)."""
     out: dict[int, str] = {}
@@ -109,6 +116,20 @@ def test_training_writes_checkpoints_and_logs_every_loss_term(trained):
         assert term in metrics[2], metrics[2]
 
 
+def test_training_ends_with_a_report_of_the_best_checkpoint_in_its_run_folder(trained):
+    out, res = trained
+    run = out / "eval" / "e2e_a"  # --run_name names the folder (and the MLflow run)
+    assert (run / "config.json").is_file() and "--run_name e2e_a" in (run / "command.txt").read_text()
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2, "the executed config, overrides applied"
+    pngs = sorted((run / "report").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pngs} == {"MRI", "CT"} and all(p.stat().st_size > 5000 for p in pngs)
+    assert "best checkpoint of this run" in (run / "report" / "summary.md").read_text()
+    assert "PSNR input -> restored" in res.stdout and str(run / "report" / "summary.csv") in res.stdout
+    record = json.loads((out / "models" / "model.pt.json").read_text())
+    assert record["run_name"] == "e2e_a" and record["config"] == str(run / "config.json")
+    assert record["datalist"].endswith("datalist.json") and "val_psnr" in record["metrics"]
+
+
 def test_mlflow_run_can_be_read_back(trained):
     from mlflow.tracking import MlflowClient
 
@@ -144,7 +165,7 @@ def test_tensorboard_tags_are_one_series_each(trained):
 
     out, _ = trained
     steps: dict[str, list[int]] = {}
-    for f in sorted((out / "eval").glob("events.out.tfevents.*")):  # one file per writer (trainer, validator)
+    for f in sorted((out / "eval" / "e2e_a").glob("events.out.tfevents.*")):  # one file per writer (trainer, validator)
         for event in EventFileLoader(str(f)).Load():
             for value in event.summary.value:
                 steps.setdefault(value.tag, []).append(event.step)
@@ -182,14 +203,32 @@ def test_evaluate_reports_metrics_per_case_and_panels(trained, work):
     )
     assert res.returncode == 0, res.log[-5000:]
     assert "Restored all variables from" in res.log and "val_mean_dice" in res.log
-    ev = out / "evaluation"
-    summary = dict(line.split(",", 1) for line in (ev / "metrics.csv").read_text().splitlines())
+    ev = run_folder(out / "evaluation")
+    assert ev.name.startswith("eval-")
+    lines = (ev / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "metric,value"
+    summary = dict(line.split(",", 1) for line in lines[1:])
     assert {"val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim"} <= set(summary)
     assert 0.0 <= float(summary["val_ssim"]) <= 1.0
     psnr_rows = (ev / "val_psnr_raw.csv").read_text().splitlines()
     assert len(psnr_rows) > 2 and all("_s0" in r for r in psnr_rows[1:])
     assert "mean" in (ev / "val_mean_dice_summary.csv").read_text()
-    assert len(list((ev / "report").glob("*.png"))) == 2
+    pngs = list((ev / "report").glob("*.png"))
+    assert len(pngs) == 2 and all(p.stat().st_size > 5000 for p in pngs)
+    assert (ev / "report" / "summary.md").is_file() and "Dice RV/heart" in res.stdout
+
+
+def test_two_training_runs_keep_both_folders_and_the_record_names_the_last(work, tmp_path):
+    out = tmp_path / "twice"
+    for _ in range(2):
+        res = run_cli(train_args(work / "demo", out, "--epochs", "1", "--run_name", "same", "--val_interval", "1"))
+        assert res.returncode == 0, res.log[-5000:]
+    runs = sorted(p.name for p in (out / "eval").iterdir() if p.is_dir())
+    assert runs == ["same", "same-2"], runs
+    for name in runs:
+        assert (out / "eval" / name / "config.json").is_file() and list((out / "eval" / name).glob("events.*"))
+        assert list((out / "eval" / name / "report").glob("*.png"))
+    assert json.loads((out / "models" / "model.pt.json").read_text())["run_name"] == "same-2"
 
 
 def _outputs_match_inputs(out_dir: Path, items: list[Path]):
@@ -229,9 +268,12 @@ def test_inference_writes_segmentation_and_restored_volume_with_the_input_geomet
     assert res.returncode == 0, res.log[-5000:]
     datalist = json.loads((work / "demo" / "datalist.json").read_text())
     items = [work / "demo" / d["image"] for d in datalist["test"]]
-    _outputs_match_inputs(out / "infer", items)
+    infer = run_folder(out / "infer")
+    _outputs_match_inputs(infer, items)
+    assert f"inference: volume {len(items)}/{len(items)}" in res.log and "ETA" in res.log
+    assert f"{len(items)} volume(s)" in res.stdout and f"written: {2 * len(items)} file(s) in {infer}" in res.stdout
     for src in items:
-        seg = nib.load(out / "infer" / f"{src.name.split('.')[0]}_seg.nii.gz")
+        seg = nib.load(infer / f"{src.name.split('.')[0]}_seg.nii.gz")
         assert seg.get_data_dtype() == np.uint8 and set(np.unique(seg.get_fdata())) <= {0, 1, 2, 3}
 
 
@@ -280,9 +322,11 @@ def test_inference_reads_itk_and_png_and_reports_bad_inputs_by_name(trained, wor
     for name in ["truncated.nii.gz", "corrupt.nii.gz", "fourd.nii.gz", "nan.nii.gz"]:
         assert name in res.log
     assert "NaN" in res.log and "4D" in res.log
-    _outputs_match_inputs(tmp_path / "out", [d / "good.nii.gz", d / "vol.mha", d / "vol2.nrrd", d / "slice.png"])
+    assert "failed: 4 input(s):" in res.stdout and "truncated.nii.gz" in res.stdout.split("failed:")[1]
+    written = run_folder(tmp_path / "out")
+    _outputs_match_inputs(written, [d / "good.nii.gz", d / "vol.mha", d / "vol2.nrrd", d / "slice.png"])
     # the ITK volume keeps its spacing
-    assert np.allclose(nib.load(tmp_path / "out" / "vol_seg.nii.gz").header.get_zooms(), (3.0, 3.0, 8.0))
+    assert np.allclose(nib.load(written / "vol_seg.nii.gz").header.get_zooms(), (3.0, 3.0, 8.0))
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -437,9 +481,10 @@ def test_slice_overlay_crops_to_the_roi_and_trains_and_evaluates(work):
     evaluate = overlay + ",'bundle/configs/evaluate.json']"
     res = run_cli(["--config_file", evaluate, "--output_dir", str(out / "ev"), *common])
     assert res.returncode == 0, res.log[-5000:]
-    rows = (out / "ev" / "val_psnr_raw.csv").read_text().splitlines()[1:]
+    ev = run_folder(out / "ev")
+    rows = (ev / "val_psnr_raw.csv").read_text().splitlines()[1:]
     assert sorted(r.split("\t")[0].split(",")[0][:3] for r in rows) == ["p05"] * 3 + ["p06"] * 3, rows
-    summary = dict(line.split(",", 1) for line in (out / "ev" / "metrics.csv").read_text().splitlines())
+    summary = dict(line.split(",", 1) for line in (ev / "metrics.csv").read_text().splitlines()[1:])
     assert float(summary["val_psnr_input"]) > 10 and 0 <= float(summary["val_mean_dice"]) <= 1
 
     # the pipeline itself: crop + resize, then degradation of the resized slice (so target has patch_size)

@@ -183,3 +183,13 @@ def test_prior_weight_errors(tmp_path, prior):
     torch.save({k: v for k, v in prior.state_dict().items() if not k.startswith("modality")}, partial)
     with pytest.raises(RuntimeError, match="Missing keys: \\[modality"):
         prior.load_prior_weights(partial)
+
+
+def test_loading_fine_tuned_prior_weights_logs_the_file_and_what_was_loaded(tmp_path, prior, caplog):
+    path = tmp_path / "prior.pt"
+    torch.save(prior.state_dict(), path)
+    with caplog.at_level(logging.INFO, logger="scripts.networks.clip_prior"):
+        CLIPPrior(TINY, clip_prior_weights=str(path))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CLIPPrior: loaded")]
+    assert len(lines) == 1 and str(path) in lines[0], lines
+    assert f"loaded {len(prior.state_dict())} tensors" in lines[0] and TINY in lines[0]

@@ -76,7 +76,8 @@ def test_best_model_saver_keeps_the_best_epoch(tmp_path):
     eng.run([0], max_epochs=3)
     rec = json.loads((tmp_path / "model.pt.json").read_text())
     # the sha256 ties the record to these very weights: tools/package_bundle.py refuses weights it does not match
-    assert rec == {"metric": "dice", "value": 0.5, "epoch": 2, "sha256": _sha256(tmp_path / "model.pt")}
+    expected = {"metric": "dice", "value": 0.5, "epoch": 2, "sha256": _sha256(tmp_path / "model.pt")}
+    assert rec == {**expected, "metrics": {"dice": 0.5}}, "every validation metric of the best epoch is recorded"
     sd = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(sd) == {"weight", "bias"}, "DataParallel must be unwrapped (no 'module.' prefix)"
     assert torch.equal(sd["weight"], weights[1]), "model.pt must hold the epoch-2 weights"

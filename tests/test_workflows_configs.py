@@ -60,6 +60,13 @@ def _infer_over(tmp: Path, demo: Path, **kw) -> dict:
     }
 
 
+def _only_run(root: Path, prefix: str = "") -> Path:
+    """The one run folder under ``root`` whose name starts with ``prefix`` (every run writes into its own)."""
+    runs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix) and p.name != "inference"]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 def _wf(files, workflow_type, over):
     files = [str(CONFIGS / f) for f in files]
     return ConfigWorkflow(
@@ -160,35 +167,57 @@ def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
     assert latest["trainer"]["iteration"] == trainer.state.iteration
     record = json.loads((models / "model.pt.json").read_text())
     assert record["metric"] == "val_mean_dice"
+    train_run = _only_run(tmp_path / "eval")
+    assert record["run_dir"] == str(train_run) and record["run_name"] == train_run.name
+    assert record["datalist"] == str(demo / "datalist.json") and record["train_cases"] > 0
+    assert set(record["metrics"]) >= {"val_mean_dice", "val_psnr"}
+    assert list(train_run.glob("events.out.tfevents.*")), "TensorBoard logs go into the run folder"
+    # the end-of-training report: the run's best checkpoint on the validation data
+    pngs = sorted((train_run / "report").glob("*.png"))
+    assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs), pngs
+    assert {p.name.split("_")[0] for p in pngs} == {"MRI", "CT"}, "one panel per modality at least"
+    assert "best checkpoint of this run" in (train_run / "report" / "summary.md").read_text()
 
     # evaluation: per-case CSVs (named after the slices), a summary and PNG panels
     ev_over = {k: v for k, v in over.items() if k != "val_slices_per_volume"}
+    ev_over["save_degraded"] = True
     ev = _wf(["train.json", "evaluate.json"], "train", {**ev_over, "eval_slices_per_volume": 3})
     ev.initialize()
     ev.run()
-    out = tmp_path / "eval"
-    summary = {row[0]: row for row in csv.reader((out / "metrics.csv").open())}
+    out = _only_run(tmp_path / "eval", "eval-")
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert rows[0] == ["metric", "value"], rows[0]
+    summary = {row[0]: row for row in rows}
     for key in ["val_mean_dice", "val_mean_iou", "val_psnr", "val_ssim", "val_psnr_input"]:
         assert key in summary, summary
     rows = list(csv.reader((out / "val_psnr_raw.csv").open()))
     assert rows[0][0] == "filename" and rows[1][0].startswith("demo_") and "_s0" in rows[1][0]
     assert len(rows) - 1 == 2 * 3, "2 test volumes x 3 slices"
     dice_rows = list(csv.reader((out / "val_mean_dice_raw.csv").open()))
-    assert len(dice_rows[0]) == 1 + 3 + 1, "filename, classes 1..3, mean"
-    assert (out / "val_mean_dice_summary.csv").is_file()
+    assert dice_rows[0] == ["filename", "RV/heart", "myocardium/lung", "LV/lesion", "mean"], dice_rows[0]
+    dice_summary = [r[0] for r in csv.reader((out / "val_mean_dice_summary.csv").open())]
+    assert dice_summary == ["class", "RV/heart", "myocardium/lung", "LV/lesion", "mean"], dice_summary
     pngs = sorted((out / "report").glob("*.png"))
     assert len(pngs) == 2 and (out / "report" / "index.html").is_file()
+    assert all(p.stat().st_size > 1000 for p in pngs)
+    assert (out / "report" / "summary.csv").read_text().startswith("modality,slices,psnr_input,psnr,")
+    degraded = sorted((out / "degraded").glob("*_degraded.nii.gz"))
+    assert len(degraded) == 2 * 3, degraded
+    img = nib.load(degraded[0]).get_fdata()
+    assert img.shape[:2] == (24, 24) and 0.0 <= img.min() and img.max() <= 1.0
+    assert (out / "config.json").is_file()
 
     # inference on the demo test volumes: NIfTI outputs with the input's shape and affine
     inf = _wf(["inference.json"], "infer", _infer_over(tmp_path, demo, network_def=DICT_NET))
     inf.initialize()
     inf.run()
+    infer = _only_run(tmp_path / "infer")
     datalist = json.loads((demo / "datalist.json").read_text())
     for item in datalist["test"]:
         src = nib.load(demo / item["image"])
         stem = Path(item["image"]).name[: -len(".nii.gz")]
-        seg = nib.load(tmp_path / "infer" / f"{stem}_seg.nii.gz")
-        rest = nib.load(tmp_path / "infer" / f"{stem}_restored.nii.gz")
+        seg = nib.load(infer / f"{stem}_seg.nii.gz")
+        rest = nib.load(infer / f"{stem}_restored.nii.gz")
         for out_img in (seg, rest):
             assert out_img.shape == src.shape and np.allclose(out_img.affine, src.affine)
         assert set(np.unique(seg.get_fdata())) <= {0, 1, 2, 3}

@@ -152,6 +152,7 @@ class SaveIfNotValidated:
         network: the trained network (DDP is unwrapped).
         validator: the validation evaluator (its ``state.iteration`` tells whether it processed any batch).
         filename: checkpoint file name (``model.pt``: what MONAI Label loads).
+        record: extra entries of the record (``scripts.workflows.runs.run_record``: the run folder, data, config).
     """
 
     def __init__(
@@ -160,8 +161,10 @@ class SaveIfNotValidated:
         network: torch.nn.Module,
         validator: Engine | None = None,
         filename: str = "model.pt",
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(save_dir) / filename
+        self.record = dict(record or {})
         self.network = network
         self.validator = validator
         self.saved: Path | None = None
@@ -187,6 +190,7 @@ class SaveIfNotValidated:
                 "value": None,
                 "epoch": int(engine.state.epoch),
                 "saved_by": "SaveIfNotValidated: end of a training run without validation data (MONAI Label /train)",
+                **self.record,
             },
         )
         logger.info(f"SaveIfNotValidated: no validation data in this run; saved the final weights to {self.path}")

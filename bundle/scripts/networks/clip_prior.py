@@ -237,6 +237,10 @@ class CLIPPrior(nn.Module):
                 f"[{short(unexpected)}]; shape mismatches: [{short(shape_errors)}]."
             )
         self.load_state_dict(sd, strict=strict)
+        logger.info(
+            f"CLIPPrior: loaded {len(sd)} tensors ({sum(v.numel() for v in sd.values())} values) of the fine-tuned "
+            f"prior from {path} (model {self.model_name}, {len(self.modalities)} modalities)"
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs):
         # weights trained with the other similarity differ by one key; say which setting they need

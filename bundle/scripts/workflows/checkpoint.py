@@ -6,7 +6,8 @@
 - :class:`BestModelSaver` (attached to the validation evaluator) keeps ``<save_dir>/model.pt`` = the plain
   ``state_dict`` (tensors only, loadable with ``torch.load(..., weights_only=True)``, as MONAI Label and the Model
   Zoo expect) of the network with the best key metric, and a small JSON record next to it
-  (:func:`write_weights_record`: metric, value, epoch and the weights' sha256).
+  (:func:`write_weights_record`: metric, value, epoch, every validation metric of that epoch, the weights' sha256
+  and, with ``record``, the run that produced them: run folder, datalist, config; see ``runs.run_record``).
 - :class:`LatestCheckpointSaver` (attached to the trainer) writes the full training state (model, optimizer,
   LR scheduler, trainer epoch/iteration) every ``interval`` epochs, always to the same file.
 - :class:`ResumeHandler` restores that state when the trainer starts, so training continues at the next epoch.
@@ -88,6 +89,15 @@ def write_weights_record(weights: str | os.PathLike, record: Mapping[str, Any]) 
     return path
 
 
+def _jsonable(value: Any) -> Any:
+    """A metric value as JSON can hold it (tensors and numpy scalars as floats; NaN as ``None``)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return None if math.isnan(f) else f
+
+
 def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
     """The wrapped network of a ``DistributedDataParallel``/``DataParallel`` (or the module itself)."""
     while isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
@@ -110,6 +120,7 @@ class BestModelSaver:
         mode: ``"max"`` (higher is better) or ``"min"``.
         resume: start from the best value recorded next to an existing checkpoint (``<filename>.json``) instead of
             overwriting it with the first validation result (use together with resuming a training run).
+        record: extra entries of the record (``runs.run_record``: which run, data and config produced the weights).
     """
 
     def __init__(
@@ -120,6 +131,7 @@ class BestModelSaver:
         key_metric_name: str | None = None,
         mode: str = "max",
         resume: bool = False,
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
@@ -128,6 +140,7 @@ class BestModelSaver:
         self.network = network
         self.key_metric_name = key_metric_name
         self.mode = mode
+        self.record = dict(record or {})
         self.best: float | None = None
         self.best_epoch: int | None = None
         if as_bool(resume, "resume") and self.record_path.is_file() and self.path.is_file():
@@ -155,7 +168,9 @@ class BestModelSaver:
             return
         self.best, self.best_epoch = value, int(engine.state.epoch)
         save_atomic(_plain_state_dict(self.network), self.path)
-        write_weights_record(self.path, {"metric": name, "value": value, "epoch": self.best_epoch})
+        metrics = {k: _jsonable(v) for k, v in engine.state.metrics.items()}
+        entry = {"metric": name, "value": value, "epoch": self.best_epoch, "metrics": metrics, **self.record}
+        write_weights_record(self.path, entry)
         logger.info(f"BestModelSaver: {name}={value:.4f} at epoch {self.best_epoch}, saved {self.path}")
 
 

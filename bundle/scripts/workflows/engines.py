@@ -140,11 +140,14 @@ class VLDUNTrainer(SupervisedTrainer):
 
     The loss receives the raw prediction dict and the target dict; after the loss, the output is flattened (see
     :func:`flatten_output`) and the loss terms of ``loss_function.last_terms`` are added.
-    Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`.
+    Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`. ``attached_handlers`` lists ``train_handlers``, so
+    that handlers can find each other (e.g. :class:`IterationLossTag` the ``MLFlowHandler``) without ignite's
+    private handler table.
     """
 
     def __init__(self, *args: Any, output_map: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
+        self.attached_handlers = tuple(kwargs.get("train_handlers") or ())
         super().__init__(*args, **kwargs)
         self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
         self.add_event_handler(IterationEvents.LOSS_COMPLETED, self._flatten)
@@ -158,10 +161,12 @@ class VLDUNTrainer(SupervisedTrainer):
 
 class VLDUNEvaluator(SupervisedEvaluator):
     """``SupervisedEvaluator`` for dict-output networks: the output is flattened right after the forward pass,
-    before decollation and post-processing. Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`."""
+    before decollation and post-processing. Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`;
+    ``attached_handlers`` lists ``val_handlers``."""
 
     def __init__(self, *args: Any, output_map: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
+        self.attached_handlers = tuple(kwargs.get("val_handlers") or ())
         super().__init__(*args, **kwargs)
         self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
         self.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._flatten)
@@ -280,11 +285,16 @@ def class_pair(logits_key: str, target_key: str):
 
 
 def _mlflow_handlers(engine: Engine) -> list:
-    """The ``MLFlowHandler`` objects attached to ``engine`` (found by their ``start`` method on ``STARTED``)."""
+    """The ``MLFlowHandler`` objects attached to ``engine``: those of the handlers the engine was built with
+    (``attached_handlers`` of :class:`VLDUNTrainer` / :class:`VLDUNEvaluator`, where ``--tracking mlflow`` puts its
+    handler) that ignite confirms as registered (``Engine.has_event_handler``)."""
     from monai.handlers import MLFlowHandler
 
-    owners = [getattr(h, "__self__", None) for h, _, _ in engine._event_handlers.get(Events.STARTED, [])]
-    return [o for o in owners if isinstance(o, MLFlowHandler)]
+    return [
+        h
+        for h in getattr(engine, "attached_handlers", ())
+        if isinstance(h, MLFlowHandler) and engine.has_event_handler(h.start, Events.STARTED)
+    ]
 
 
 class IterationLossTag:

@@ -6,6 +6,7 @@ for that case: it moves the slice axis into the batch, runs the network on ``sw_
 keeps the spatial outputs (``output_keys``) and puts the slices back, so a (B, C, H, W, D) volume gives
 (B, K, H, W, D) outputs. 4D input (B, C, H, W) is passed to the network as it is. Works with networks returning
 a tensor or a dict, and with MONAI Label's ``inferer(x[None], network)`` call.
+``progress=True`` shows a bar over the slices of each volume (tqdm, as ``SlidingWindowInferer(progress=True)``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
+from monai.utils import optional_import
+
+from ..flags import as_bool
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = ["SliceBySliceInferer"]
 
@@ -29,6 +35,7 @@ class SliceBySliceInferer(Inferer):
         output_keys: for dict outputs, the keys to keep (each must be (N, K, H, W)); ``None`` keeps the outputs
             that are 4D tensors.
         cpu_output: gather outputs on the CPU (saves device memory for large volumes).
+        progress: show a progress bar over the slices of each volume (needs tqdm; silently off without it).
     """
 
     def __init__(
@@ -37,6 +44,7 @@ class SliceBySliceInferer(Inferer):
         sw_batch_size: int = 8,
         output_keys: Sequence[str] | None = ("seg", "restored"),
         cpu_output: bool = False,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dim not in (-3, -2, -1, 0, 1, 2):
@@ -47,6 +55,7 @@ class SliceBySliceInferer(Inferer):
         self.sw_batch_size = int(sw_batch_size)
         self.output_keys = None if output_keys is None else tuple(output_keys)
         self.cpu_output = cpu_output
+        self.progress = as_bool(progress, "progress") and has_tqdm
 
     def _select(self, out: Any) -> Any:
         if isinstance(out, torch.Tensor):
@@ -85,11 +94,16 @@ class SliceBySliceInferer(Inferer):
         b, n = x.shape[0], x.shape[axis]
         planes = x.movedim(axis, 1).reshape(b * n, x.shape[1], *[s for i, s in enumerate(x.shape[2:], 2) if i != axis])
         chunks: list[Any] = []
+        bar = tqdm(total=planes.shape[0], unit="slice", leave=False, desc="slices") if self.progress else None
         for start in range(0, planes.shape[0], self.sw_batch_size):
             out = self._select(network(planes[start : start + self.sw_batch_size], *args, **kwargs))
+            if bar is not None:
+                bar.update(min(self.sw_batch_size, planes.shape[0] - start))
             if self.cpu_output:
                 out = out.cpu() if isinstance(out, torch.Tensor) else {k: v.cpu() for k, v in out.items()}
             chunks.append(out)
+        if bar is not None:
+            bar.close()
 
         def stack(parts: list[torch.Tensor]) -> torch.Tensor:
             y = torch.cat(parts, dim=0)  # (B*n, K, h, w)

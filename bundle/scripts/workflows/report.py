@@ -1,11 +1,17 @@
-"""Visual evaluation report: one PNG panel per case (degraded input, restored, clean, predicted mask, ground truth).
+"""Visual evaluation report: PNG panels per case, the per-stage images of paper Fig. 14, and a metrics summary.
 
-:class:`VisualReportHandler` is attached to the evaluator (``evaluate.json``). It looks at the post-processed,
-decollated output of each iteration (keys ``image`` = degraded input, ``restored``, ``target`` = clean image,
-``pred`` and ``label`` as label maps or one-hot) and writes ``<output_dir>/<sample_id>.png`` for the first
-``num_cases`` cases, preferring slices that contain foreground (one slice per case, the one with the most
-foreground). Each panel shows the per-slice PSNR of the input and of the restored image. An ``index.html`` lists
-the panels.
+:class:`VisualReportHandler` is attached to an evaluator (``evaluate.json``; at the end of training the
+``report#evaluator`` of ``train.json``, which evaluates the run's best checkpoint on the validation data). It looks
+at the post-processed, decollated output of each iteration (keys ``image`` = degraded input, ``restored``,
+``target`` = clean image, ``pred`` and ``label`` as label maps or one-hot, ``modality`` as an index) and
+
+- writes ``<output_dir>/<modality>_<sample_id>.png`` for the first ``num_cases`` cases of each modality, one slice
+  per case (the one with the most foreground): degraded input, restored, clean target, predicted and true labels,
+  each image with its PSNR; when the network was built with ``stage_heads=True`` a second row shows the image of
+  every unfolding stage (the network is run once more on that slice with ``return_stages``), and ``index.html``;
+- computes PSNR / SSIM of the input and of the restored image and Dice per class on *every* slice
+  (:func:`~scripts.workflows.summary.slice_metrics`) and, per modality, prints a one-screen table to the console
+  and writes it as ``summary.md`` and ``summary.csv`` (paths printed).
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from __future__ import annotations
 import html
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+
+from .checkpoint import unwrap_module
+from .summary import MetricsTable, slice_metrics
 
 __all__ = ["VisualReportHandler", "render_panel", "psnr"]
 
@@ -57,8 +66,15 @@ def _overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.45) -> np.nd
     return rgb
 
 
-def render_panel(item: Mapping[str, Any], path: str | os.PathLike, title: str = "") -> Path:
-    """Write the 5-panel PNG of one decollated output item to ``path``."""
+def render_panel(
+    item: Mapping[str, Any],
+    path: str | os.PathLike,
+    title: str = "",
+    stages: Sequence[Any] | None = None,
+    stage_names: Sequence[str] | None = None,
+) -> Path:
+    """Write the panel PNG of one decollated output item to ``path``: degraded input, restored, clean, predicted
+    and true labels; with ``stages`` (one image per unfolding stage) a second row of the stage images."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -67,26 +83,44 @@ def render_panel(item: Mapping[str, Any], path: str | os.PathLike, title: str = 
     img, rest, clean = _to_2d(item.get("image")), _to_2d(item.get("restored")), _to_2d(item.get("target"))
     pred, gt = _to_2d(item.get("pred"), label=True), _to_2d(item.get("label"), label=True)
     base = clean if clean is not None else img
+
+    def quality(a: np.ndarray) -> str:
+        return f"\nPSNR {psnr(a, clean):.2f} dB" if clean is not None else ""
+
     panels: list[tuple[str, np.ndarray, bool]] = []
     if img is not None:
-        t = "degraded input" + (f"\nPSNR {psnr(img, clean):.2f} dB" if clean is not None else "")
-        panels.append((t, img, False))
+        panels.append(("degraded input" + quality(img), img, False))
     if rest is not None:
-        t = "restored" + (f"\nPSNR {psnr(rest, clean):.2f} dB" if clean is not None else "")
-        panels.append((t, rest, False))
+        panels.append(("restored" + quality(rest), rest, False))
     if clean is not None:
         panels.append(("clean (target)", clean, False))
     if pred is not None and base is not None:
-        panels.append(("predicted mask", _overlay(base, pred), True))
+        panels.append(("predicted labels", _overlay(base, pred), True))
     if gt is not None and base is not None:
-        panels.append(("ground truth", _overlay(base, gt), True))
+        panels.append(("true labels", _overlay(base, gt), True))
     if not panels:
         raise ValueError(f"nothing to draw: item keys {sorted(item)}")
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
-    for ax, (t, a, rgb) in zip(axes[0], panels):
-        ax.imshow(a if rgb else np.clip(a, 0, 1), cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(t, fontsize=8)
-        ax.axis("off")
+    rows = [panels]
+    if stages:
+        names = list(stage_names or [])
+        row = []
+        for k, st in enumerate(stages):
+            a = _to_2d(st)
+            name = f" ({names[k]})" if k < len(names) else ""
+            row.append((f"stage {k + 1}{name}" + quality(a), a, False))
+        rows.append(row)
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 3.0 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(row):
+                continue
+            t, a, rgb = row[c]
+            shown = a if rgb else np.clip(a, 0, 1)
+            ax.imshow(shown, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(t, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -97,29 +131,93 @@ def render_panel(item: Mapping[str, Any], path: str | os.PathLike, title: str = 
     return path
 
 
+def _modality_name(value: Any, modalities: Sequence[str] | None) -> str:
+    if value is None:
+        return "all"
+    if isinstance(value, str):
+        return value
+    try:
+        idx = int(torch.as_tensor(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return str(value)
+    return modalities[idx] if modalities and 0 <= idx < len(modalities) else f"modality{idx}"
+
+
+def _cpu(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in item.items()}
+
+
 class VisualReportHandler:
-    """Write PNG panels for the first ``num_cases`` cases seen by the evaluator (rank 0 only).
+    """Panels and metrics summary of an evaluation (rank 0 writes; see the module docstring).
 
     Args:
-        output_dir: folder of the PNGs and ``index.html``.
-        num_cases: number of cases (volumes / images) to draw; one slice each.
+        output_dir: folder of the PNGs, ``index.html``, ``summary.md`` and ``summary.csv``.
+        num_cases: cases (volumes / images) drawn per modality, one slice each.
         label_key: the label used to prefer foreground slices.
+        class_names: names of the classes 0..K-1 (background first) for the Dice columns.
+        modalities: names of the modality indices (``modalities`` of the configs).
+        weights: evaluate these weights (``model.pt``) when their record (``model.pt.json``) says that the run in
+            ``run_dir`` wrote them (the best checkpoint of this training run); otherwise the network's weights
+            are kept (the final weights of the run) and the report says so. ``None``: keep the network as it is
+            (``evaluate.json`` loads the checkpoint itself).
+        run_dir: this run's folder (compared with the record's ``run_dir``).
+        stages: draw the per-stage images when the network has stage heads.
+        title: heading of the summary.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, num_cases: int = 4, label_key: str = "label") -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        num_cases: int = 4,
+        label_key: str = "label",
+        class_names: Sequence[str] | None = None,
+        modalities: Sequence[str] | None = None,
+        weights: str | os.PathLike | None = None,
+        run_dir: str | os.PathLike | None = None,
+        stages: bool = True,
+        title: str = "VL-DUN evaluation",
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.num_cases = int(num_cases)
         self.label_key = label_key
-        self._best: dict[str, tuple[float, dict]] = {}
+        self.class_names = list(class_names) if class_names else None
+        self.modalities = list(modalities) if modalities else None
+        self.weights = None if weights is None else Path(weights)
+        self.run_dir = None if run_dir is None else str(run_dir)
+        self.stages = bool(stages)
+        self.title = title
+        self._best: dict[tuple[str, str], tuple[float, dict, dict]] = {}
+        self.table = MetricsTable(self.class_names)
+        self.notes: list[str] = []
         self.written: list[Path] = []
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._load_weights)
         engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
+    def _load_weights(self, engine: Engine) -> None:
+        if self.weights is None:
+            return
+        import json
+
+        record_path = self.weights.with_name(self.weights.name + ".json")
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if self.weights.is_file() and self.run_dir and record.get("run_dir") == self.run_dir:
+            state = torch.load(self.weights, map_location="cpu", weights_only=True)
+            unwrap_module(engine.network).load_state_dict(state)
+            value = record.get("value")
+            shown = f"{record.get('metric')} {value:.4f}" if isinstance(value, (int, float)) else "no validation metric"
+            self.notes.append(
+                f"weights: best checkpoint of this run, {self.weights} (epoch {record.get('epoch')}, {shown})"
+            )
+        else:
+            self.notes.append(f"weights: the final weights of the run ({self.weights} was not written by this run)")
+
     def _reset(self, engine: Engine) -> None:
         self._best = {}
+        self.table = MetricsTable(self.class_names)
 
     @staticmethod
     def _case(item: Mapping) -> tuple[str, str]:
@@ -135,36 +233,85 @@ class VisualReportHandler:
             if not isinstance(item, Mapping):
                 continue
             merged = dict(item)
-            if isinstance(b, Mapping) and "sample_id" in b:
-                merged.setdefault("sample_id", b["sample_id"])
-            case, _ = self._case(merged)
-            if case not in self._best and len(self._best) >= self.num_cases:
+            if isinstance(b, Mapping):
+                for key in ("sample_id", "modality"):
+                    if key in b:
+                        merged.setdefault(key, b[key])
+            modality = _modality_name(merged.get("modality"), self.modalities)
+            case, sid = self._case(merged)
+            pred = merged.get("pred")
+            num_classes = int(torch.as_tensor(pred).shape[0]) if pred is not None else None
+            self.table.add(
+                modality, sid, slice_metrics(merged, num_classes if num_classes and num_classes > 1 else None)
+            )
+            key = (modality, case)
+            if key not in self._best and sum(m == modality for m, _ in self._best) >= self.num_cases:
                 continue
             lab = _to_2d(merged.get(self.label_key), label=True)
             score = float((lab > 0).sum()) if lab is not None else 0.0
-            if case not in self._best or score > self._best[case][0]:
+            if key not in self._best or score > self._best[key][0]:
                 keep = {k: merged.get(k) for k in ("image", "restored", "target", "pred", "label", "sample_id")}
-                keep = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in keep.items()}
-                self._best[case] = (score, keep)
+                raw = _cpu(b) if isinstance(b, Mapping) else {}
+                self._best[key] = (score, _cpu(keep), raw)
+
+    def _stage_images(self, engine: Engine, raw: Mapping[str, Any]) -> tuple[list | None, list[str]]:
+        """Run the network once more on one slice with ``return_stages`` (through the evaluator's own batch
+        preparation and inferer, so that it sees exactly what the evaluation saw)."""
+        net = unwrap_module(engine.network)
+        if not (self.stages and raw and getattr(net, "has_stage_heads", False) and hasattr(net, "return_stages")):
+            return None, []
+        from monai.data import list_data_collate
+
+        prepared = engine.prepare_batch(
+            list_data_collate([dict(raw)]), engine.state.device, engine.non_blocking, **getattr(engine, "to_kwargs", {})
+        )
+        inputs, args, kwargs = prepared[0], (), {}
+        if len(prepared) == 4:
+            args, kwargs = tuple(prepared[2]), dict(prepared[3])
+        old_stages, old_output, was_training = net.return_stages, getattr(net, "output", None), net.training
+        net.return_stages = True
+        if old_output is not None:
+            net.output = "dict"
+        net.eval()
+        try:
+            with torch.no_grad():
+                out = engine.inferer(inputs, net, *args, **kwargs)
+        finally:
+            net.return_stages = old_stages
+            if old_output is not None:
+                net.output = old_output
+            net.train(was_training)
+        stages = out.get("stages") if isinstance(out, Mapping) else None
+        names = list(net.stages.keys()) if isinstance(getattr(net, "stages", None), torch.nn.ModuleDict) else []
+        return ([s[0].detach().float().cpu() for s in stages] if stages else None), names
 
     def _write(self, engine: Engine) -> None:
-        try:
-            import ignite.distributed as idist
+        import ignite.distributed as idist
 
-            if idist.get_rank() != 0:
-                return
-        except Exception:  # pragma: no cover - ignite always present with MONAI engines
-            pass
+        if idist.get_rank() != 0:
+            return
         rows = []
-        for _score, item in self._best.values():
+        for (modality, _case), (_score, item, raw) in sorted(self._best.items()):
             _, sid = self._case(item)
-            path = render_panel(item, self.output_dir / f"{sid}.png", title=sid)
+            stages, names = self._stage_images(engine, raw)
+            name = f"{modality}_{sid}" if modality != "all" else sid
+            path = render_panel(
+                item, self.output_dir / f"{name}.png", title=f"{modality}: {sid}", stages=stages, stage_names=names
+            )
             self.written.append(path)
-            rows.append(f'<h3>{html.escape(sid)}</h3><img src="{html.escape(path.name)}">')
+            rows.append(f'<h3>{html.escape(modality)}: {html.escape(sid)}</h3><img src="{html.escape(path.name)}">')
         if rows:
             (self.output_dir / "index.html").write_text(
-                "<html><body><h2>VL-DUN evaluation: degraded | restored | clean | prediction | ground truth</h2>"
-                + "\n".join(rows)
-                + "</body></html>\n"
+                f"<html><body><h2>{html.escape(self.title)}: degraded | restored | clean | predicted | true labels"
+                " (second row: per-stage images)</h2>\n" + "\n".join(rows) + "\n</body></html>\n"
             )
-            logger.info(f"VisualReportHandler: wrote {len(rows)} panels to {self.output_dir}")
+        if not self.table.rows:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        md = self.output_dir / "summary.md"
+        md.write_text(self.table.markdown(self.title, self.notes))
+        csv_path = self.table.write_csv(self.output_dir / "summary.csv")
+        # print, not log: this table is the report a person reads at the end of the run, whatever the log level
+        lines = [f"== {self.title} ({len(self.table.rows)} slices) ==", *self.notes, self.table.console()]
+        lines.append(f"panels: {len(rows)} PNG in {self.output_dir} (index.html); summary: {md}, {csv_path}")
+        print("\n".join(lines), flush=True)
