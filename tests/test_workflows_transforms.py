@@ -183,3 +183,20 @@ def test_slice_inferer_2d_tensor_outputs_and_meta():
     with pytest.raises(ValueError):
         SliceBySliceInferer()(torch.rand(2, 2), net)
     assert np.isfinite(float(seg_only.sum()))
+
+
+def test_fixed_seed_masks_do_not_depend_on_cache_threads():
+    """CacheDataset fills its cache from several threads; each sample's mask must still follow its own seed."""
+    from monai.data import CacheDataset
+
+    from scripts.transforms import ModalityKspaceUndersampled
+    from scripts.workflows.slices import FixedSeedd
+
+    fixed = FixedSeedd(ModalityKspaceUndersampled(keys="image", target_key=None), seed=3)
+    gen = torch.Generator().manual_seed(0)
+    items = [
+        {"image": torch.rand(1, 48, 48, generator=gen), "modality": i % 2, "sample_id": f"c{i}"} for i in range(48)
+    ]
+    sequential = [fixed(dict(d))["mask"] for d in items]
+    cached = CacheDataset(items, transform=fixed, num_workers=8, progress=False)
+    assert all(torch.equal(torch.as_tensor(cached[i]["mask"]), torch.as_tensor(m)) for i, m in enumerate(sequential))

@@ -17,6 +17,7 @@ and a ``sample_id`` such as ``case_07_s012``.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -235,5 +236,8 @@ class FixedSeedd(Transform):
         return sample_seed(self.seed, os.path.basename(name))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Any:
-        self.transform.set_random_state(seed=self.seed_of(data))
-        return self.transform(data)
+        # a private copy per call: CacheDataset fills its cache from several threads, and seeding the shared
+        # transform let one thread draw from another's seed (validation masks differed between identical runs)
+        transform = copy.deepcopy(self.transform)
+        transform.set_random_state(seed=self.seed_of(data))
+        return transform(data)
