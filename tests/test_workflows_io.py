@@ -206,3 +206,20 @@ def test_case_check_names_a_4d_volume_with_its_shape(tmp_path):
     with pytest.raises(Exception) as err:
         _load_and_check(_case(tmp_path, nan, np.zeros((8, 9, 4), np.uint8), "nan"))
     assert "nan.nii.gz" in str(err.value) + str(err.value.__cause__)
+
+
+def test_load_datalist_names_the_file_the_split_and_the_fix(tmp_path):
+    from scripts.workflows.io import DatalistError, load_datalist
+
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz"}], "validation": []}))
+    items = load_datalist(path, "training", tmp_path, option="train_split")
+    assert items == [{"image": str(tmp_path / "a.nii.gz"), "label": str(tmp_path / "b.nii.gz")}]
+    message = r"has no 'validation' entries.*non-empty lists: \['training'\].*--val_split"
+    with pytest.raises(DatalistError, match=message):
+        load_datalist(path, "validation", tmp_path, option="val_split")
+    with pytest.raises(DatalistError, match=r"has no 'test' split \(lists: \['training', 'validation'\]\)"):
+        load_datalist(path, "test", tmp_path)
+    assert str(path) in str(pytest.raises(DatalistError, load_datalist, path, "test").value)
+    with pytest.raises(DatalistError, match="not found"):
+        load_datalist(tmp_path / "missing.json", "training")

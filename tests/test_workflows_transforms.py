@@ -200,3 +200,21 @@ def test_fixed_seed_masks_do_not_depend_on_cache_threads():
     sequential = [fixed(dict(d))["mask"] for d in items]
     cached = CacheDataset(items, transform=fixed, num_workers=8, progress=False)
     assert all(torch.equal(torch.as_tensor(cached[i]["mask"]), torch.as_tensor(m)) for i, m in enumerate(sequential))
+
+
+def test_slice_inferer_slices_volume_shaped_keyword_arguments_with_the_input():
+    from scripts.workflows.inferers import SliceBySliceInferer
+
+    seen = []
+
+    def net(x, kspace=None, mask=None, scale=1.0):
+        assert kspace.shape == x.shape and mask.shape == x.shape
+        seen.append(x.shape[0])
+        return {"seg": x + kspace.real * mask * scale, "restored": x}
+
+    x = torch.rand(1, 1, 6, 5, 7)
+    k = torch.complex(torch.rand_like(x), torch.rand_like(x))
+    m = (torch.rand_like(x) > 0.5).float()
+    out = SliceBySliceInferer(sw_batch_size=3)(x, net, kspace=k, mask=m, scale=2.0)
+    assert seen == [3, 3, 1]
+    torch.testing.assert_close(out["seg"], x + k.real * m * 2.0)

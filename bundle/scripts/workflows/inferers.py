@@ -5,7 +5,9 @@ dict output also holds per-image logits (modality, degradation). :class:`SliceBy
 for that case: it moves the slice axis into the batch, runs the network on ``sw_batch_size`` slices at a time,
 keeps the spatial outputs (``output_keys``) and puts the slices back, so a (B, C, H, W, D) volume gives
 (B, K, H, W, D) outputs. 4D input (B, C, H, W) is passed to the network as it is. Works with networks returning
-a tensor or a dict, and with MONAI Label's ``inferer(x[None], network)`` call.
+a tensor or a dict, and with MONAI Label's ``inferer(x[None], network)`` call. Keyword arguments that are tensors
+shaped like the input volume (B, C', H, W, D) (e.g. the measured ``kspace`` and ``mask`` of data consistency) are
+sliced along with it; other arguments are passed to every call unchanged.
 ``progress=True`` shows a bar over the slices of each volume (tqdm, as ``SlidingWindowInferer(progress=True)``).
 """
 
@@ -92,11 +94,25 @@ class SliceBySliceInferer(Inferer):
             raise ValueError(f"SliceBySliceInferer expects (B, C, H, W) or (B, C, H, W, D), got {tuple(x.shape)}.")
         axis = 2 + self.spatial_dim
         b, n = x.shape[0], x.shape[axis]
-        planes = x.movedim(axis, 1).reshape(b * n, x.shape[1], *[s for i, s in enumerate(x.shape[2:], 2) if i != axis])
+
+        def to_planes(t: torch.Tensor) -> torch.Tensor:
+            return t.movedim(axis, 1).reshape(
+                b * n, t.shape[1], *[s for i, s in enumerate(t.shape[2:], 2) if i != axis]
+            )
+
+        def sliced(v: Any) -> bool:
+            return isinstance(v, torch.Tensor) and v.ndim == 5 and v.shape[0] == b and v.shape[2:] == x.shape[2:]
+
+        planes = to_planes(x)
+        plane_kwargs = {
+            k: to_planes(v.as_tensor() if isinstance(v, MetaTensor) else v) for k, v in kwargs.items() if sliced(v)
+        }
         chunks: list[Any] = []
         bar = tqdm(total=planes.shape[0], unit="slice", leave=False, desc="slices") if self.progress else None
         for start in range(0, planes.shape[0], self.sw_batch_size):
-            out = self._select(network(planes[start : start + self.sw_batch_size], *args, **kwargs))
+            stop = start + self.sw_batch_size
+            call_kwargs = {**kwargs, **{k: v[start:stop] for k, v in plane_kwargs.items()}}
+            out = self._select(network(planes[start:stop], *args, **call_kwargs))
             if bar is not None:
                 bar.update(min(self.sw_batch_size, planes.shape[0] - start))
             if self.cpu_output:

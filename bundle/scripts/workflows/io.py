@@ -12,6 +12,9 @@
 - :class:`SaveRestoredd`: writes the restored image next to the segmentation (``<name>_restored.nii.gz``) and puts
   its path into ``d["result"]["restored"]`` (MONAI Label returns ``d["result"]`` as the JSON part of its answer).
 - :func:`case_meta`: per-case names ``<file stem>[_s<slice>]`` for ``MetricsSaver``.
+- :func:`load_datalist`: ``monai.data.load_decathlon_datalist`` that stops on a missing or empty split with a
+  message naming the datalist file, the split and the option to change (instead of the DataLoader's
+  ``num_samples=0``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ __all__ = [
     "SaveRestoredd",
     "case_name",
     "case_meta",
+    "DatalistError",
+    "load_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -357,3 +362,57 @@ def case_meta(batch: Any, key: str = "image") -> list[dict[str, str]]:
         meta = dict(x.meta) if isinstance(x, MetaTensor) else dict(b.get(f"{key}_meta_dict", {}))
         out.append({"filename_or_obj": case_name(meta, b.get("slice_index"))})
     return out
+
+
+class DatalistError(ValueError):
+    """A datalist split that cannot feed a workflow (missing or empty)."""
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    split: str,
+    base_dir: str | os.PathLike | None = None,
+    option: str | None = None,
+    is_segmentation: bool = True,
+) -> list[dict]:
+    """The ``split`` entries of the datalist JSON ``path`` (``monai.data.load_decathlon_datalist``), paths resolved
+    against ``base_dir``; a missing or empty split stops the run before any training with a message naming the file,
+    the split and how to fix it (otherwise MONAI's DataLoader fails later with ``num_samples=0``).
+
+    Args:
+        option: the config id that chose ``split`` (e.g. ``"val_split"``), named in the message as ``--<option>``.
+
+    Raises:
+        DatalistError: in a ``python -m monai.bundle run`` command as ``error: ...`` on stderr, exit status 1.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = str(path)
+    hint = f"pass --{option} <key>" if option else "choose another split"
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except FileNotFoundError:
+        return _fail_datalist(f"datalist {path} not found; pass --datalist <file> or --demo_dir <folder>")
+    except (OSError, json.JSONDecodeError) as e:
+        return _fail_datalist(f"datalist {path} cannot be read as JSON ({type(e).__name__}: {e})")
+    keys = sorted(k for k, v in content.items() if isinstance(v, list)) if isinstance(content, dict) else []
+    entries = content.get(split) if isinstance(content, dict) else None
+    if not isinstance(entries, list):
+        return _fail_datalist(
+            f"datalist {path} has no {split!r} split (lists: {keys or 'none'}); add a {split!r} list of "
+            f"{{'image': ..., 'label': ...}} entries or {hint}"
+        )
+    if not entries:
+        return _fail_datalist(
+            f"datalist {path} has no {split!r} entries (the list is empty; non-empty lists: "
+            f"{[k for k in keys if content[k]] or 'none'}); add some or {hint}"
+        )
+    return load_decathlon_datalist(path, is_segmentation=is_segmentation, data_list_key=split, base_dir=base_dir)
+
+
+def _fail_datalist(message: str) -> list[dict]:
+    from scripts.cli import fail
+
+    fail(DatalistError(message))
+    return []  # pragma: no cover - fail() raises
