@@ -16,8 +16,8 @@ seg_unet_clean       BasicUNet segmentation on the clean input (upper bound; tes
 sequential           rec_unet (as trained above) then a BasicUNet segmentation trained on its outputs
 vldun                VL-DUN joint, built by train.json's ``network_def`` (``--preset``, default the config's)
 vldun_no_clip        ablations (paper Table 3), same training as ``vldun`` with one switch of VLDUN changed:
-vldun_frozen_clip      use_clip_prior=False / tune_clip=False / freq_decouple=False / use_seg_head=False /
-vldun_no_fd            use_rec_head=False
+vldun_frozen_clip      use_clip_prior=False / tune_clip=False / freq_decouple=False / seg_head=False /
+vldun_no_fd            rec_head=False
 vldun_no_seg
 vldun_no_rec
 varnet               known operator: single-coil VarNet, ``--varnet-cascades`` MONAI VarNetBlocks with ComplexUnet

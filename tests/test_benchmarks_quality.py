@@ -354,7 +354,7 @@ def test_recipe_is_train_json_with_overrides():
     d = r.describe()
     assert d["learning_rate"] == 0.002 and d["rec_loss"] == "mse" and d["lambda_rec"] == 10.0
     assert d["lr_scheduler"] == "monai.optimizers.WarmupCosineSchedule" and d["optimizer"] == "torch.optim.AdamW"
-    net = r.build_vldun(3, {"use_seg_head": False})
+    net = r.build_vldun(3, {"seg_head": False})
     assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
 
 

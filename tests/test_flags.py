@@ -39,7 +39,7 @@ def test_anything_else_is_an_error_naming_the_knob(value):
 
 
 def test_network_switches_accept_cli_strings():
-    net = VLDUN.from_preset("tiny", freq_decouple="false", use_clip_prior="False", use_seg_head="false")
+    net = VLDUN.from_preset("tiny", freq_decouple="false", use_clip_prior="False", seg_head="false")
     assert net.clip_prior is None and not net.use_seg_head and not net.freq_decouple
     assert not hasattr(net.stages["enc1"].prox[0], "fuse")  # the non-decoupled MDPMM
     with pytest.raises(ValueError, match="freq_decouple must be a boolean"):

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from scripts.networks.amgdm import AMGDM, PriorCrossAttention
+from scripts.networks.bimamba import MambaConfig
 
-KW = {"d_state": 4, "expand": 1.0}
+KW = {"mamba": MambaConfig(d_state=4, expand=1.0)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

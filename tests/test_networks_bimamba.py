@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scripts.networks.bimamba import BiMamba2D
+from scripts.networks.bimamba import BiMamba2D, MambaConfig
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 8, 1, 1), (1, 8, 1, 13), (1, 8, 9, 1), (3, 8, 11, 6)])
 def test_shapes_any_hw(shape):
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4, chunk_size=4)
+    m = BiMamba2D(8, MambaConfig(d_state=4, chunk_size=4))
     y = m(torch.randn(shape))
     assert y.shape == shape and torch.isfinite(y).all()
 
@@ -25,7 +25,7 @@ def test_parameter_count_matches_architecture_budget(dim, expected_m):
 
 
 def test_mamba_init():
-    m = BiMamba2D(32, d_state=8)
+    m = BiMamba2D(32, MambaConfig(d_state=8))
     for br in (m.fwd, m.bwd):
         dt = torch.nn.functional.softplus(br.dt_proj.bias)
         assert dt.min() >= 1e-3 - 1e-7 and dt.max() <= 0.1 + 1e-6
@@ -38,7 +38,7 @@ def test_mamba_init():
 
 def test_fast_path_equals_reference_path_float64():
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4, chunk_size=4).double()
+    m = BiMamba2D(8, MambaConfig(d_state=4, chunk_size=4)).double()
     x = torch.randn(2, 8, 5, 7, dtype=torch.float64, requires_grad=True)
     y, y_ref = m(x), m.forward_reference(x)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
@@ -50,7 +50,7 @@ def test_fast_path_equals_reference_path_float64():
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4)
+    m = BiMamba2D(8, MambaConfig(d_state=4))
     m(torch.randn(2, 8, 6, 5)).square().mean().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -60,7 +60,7 @@ def test_gradients_reach_every_parameter():
 def test_bidirectional_first_token_sees_last_token():
     """Row-major scan both ways: output at (0, 0) depends on input at (H-1, W-1) and vice versa."""
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4).double()
+    m = BiMamba2D(8, MambaConfig(d_state=4)).double()
     x = torch.randn(1, 8, 4, 5, dtype=torch.float64, requires_grad=True)
     y = m(x)
     (g_first,) = torch.autograd.grad(y[0, :, 0, 0].sum(), x, retain_graph=True)
@@ -80,7 +80,7 @@ def test_bidirectional_first_token_sees_last_token():
 def test_row_major_flattening():
     """The forward branch is causal in row-major order: token (1, 0) does not influence token (0, W-1) through it."""
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4).double()
+    m = BiMamba2D(8, MambaConfig(d_state=4)).double()
     with torch.no_grad():  # keep only the forward branch
         for p in m.bwd.parameters():
             p.zero_()
@@ -92,18 +92,18 @@ def test_row_major_flattening():
 
 def test_deterministic():
     torch.manual_seed(0)
-    m = BiMamba2D(8, d_state=4)
+    m = BiMamba2D(8, MambaConfig(d_state=4))
     x = torch.randn(2, 8, 7, 9)
     y1, y2 = m(x), m(x)
     assert torch.equal(y1, y2)
     torch.manual_seed(0)
-    assert torch.equal(BiMamba2D(8, d_state=4)(x), y1)
+    assert torch.equal(BiMamba2D(8, MambaConfig(d_state=4))(x), y1)
 
 
 def test_backend_argument():
     x = torch.randn(1, 8, 3, 3)
-    assert BiMamba2D(8, backend="torch")(x).shape == x.shape
+    assert BiMamba2D(8, MambaConfig(backend="torch"))(x).shape == x.shape
     with pytest.raises(ValueError):
-        BiMamba2D(8, backend="cuda")
+        BiMamba2D(8, MambaConfig(backend="cuda"))
     with pytest.raises(RuntimeError, match="mamba_ssm"):
-        BiMamba2D(8, backend="mamba_ssm")(x)  # CPU tensors (and normally no mamba_ssm): a clear error
+        BiMamba2D(8, MambaConfig(backend="mamba_ssm"))(x)  # CPU tensors (and normally no mamba_ssm): a clear error

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from scripts.networks.bimamba import MambaConfig
 from scripts.networks.mdpmm import MDPMM, frequency_split
 
-KW = {"d_state": 4, "expand": 1.0}
+KW = {"mamba": MambaConfig(d_state=4, expand=1.0)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -224,18 +224,18 @@ def test_without_numba_the_chunked_scan_serves(tmp_path):
                     raise ModuleNotFoundError("No module named 'numba' (blocked by the test)")
         sys.meta_path.insert(0, Block())
         import torch
-        from scripts.networks import BiMamba2D
+        from scripts.networks import BiMamba2D, MambaConfig
         from scripts.networks.selective_scan import resolve_backend
         from scripts.networks.selective_scan_numba import numba_available
         assert not numba_available()
         assert resolve_backend("auto", "cpu") == "chunked"
-        m = BiMamba2D(8, d_state=4).double()
+        m = BiMamba2D(8, MambaConfig(d_state=4)).double()
         x = torch.randn(2, 8, 5, 7, dtype=torch.float64, requires_grad=True)
         y = m(x)
         torch.testing.assert_close(y, m.forward_reference(x), rtol=1e-10, atol=1e-10)
         y.square().sum().backward()
         try:
-            BiMamba2D(8, backend="numba")
+            BiMamba2D(8, MambaConfig(backend="numba"))
         except RuntimeError as e:
             assert "numba" in str(e) and "pip install numba" in str(e), e
         else:

@@ -1,11 +1,13 @@
 """VL-DUN: outputs, sizes, gradients, determinism, ablation switches, presets."""
 
+import hashlib
+import inspect
 import json
 
 import pytest
 import torch
 
-from scripts.networks import PRESETS, VLDUN, preset_config
+from scripts.networks import PRESETS, VLDUN, RecHead, SegHead, preset_config
 from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
 
 PAPER_PARAMS = 22.77e6  # Table 5
@@ -153,8 +155,13 @@ def test_ablation_switches_remove_modules():
 
     with pytest.raises(ValueError):
         _tiny(seg_head=False, rec_head=False)
-    # the use_* spellings are aliases
-    assert _tiny(use_seg_head=False).num_parameters() == no_seg.num_parameters()
+    # the old use_* spellings still build (from_preset maps them, with a FutureWarning naming the new key)
+    with pytest.warns(FutureWarning, match="'use_seg_head' is renamed 'seg_head'"):
+        assert _tiny(use_seg_head=False).num_parameters() == no_seg.num_parameters()
+    with pytest.warns(FutureWarning, match="'use_rec_head' is renamed 'rec_head'"):
+        assert _tiny(use_rec_head=False).rec_head is None
+    with pytest.raises(ValueError, match="give only 'seg_head'"):
+        _tiny(use_seg_head=False, seg_head=True)
 
 
 def test_presets_are_plain_json_values():
@@ -191,16 +198,73 @@ def test_small_preset_runs_and_is_the_default():
     torch.manual_seed(0)
     default = VLDUN()
     assert default.arch == net.arch and default.num_parameters() == net.num_parameters()
+    # the constructor's size defaults are the small preset's values (presets are merged only in from_preset)
+    defaults = {k: p.default for k, p in inspect.signature(VLDUN).parameters.items()}
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items() if k in PRESETS["small"]} == (
+        PRESETS["small"]
+    )
+    assert net.preset == "small" and default.preset is None
+
+
+def test_constructor_takes_bools_and_from_preset_converts_cli_strings():
+    with pytest.raises(TypeError, match="freq_decouple must be a bool, got the string 'false'"):
+        VLDUN(**MICRO, freq_decouple="false")
+    net = VLDUN.from_preset("tiny", freq_decouple="false", seg_head="no", stage_heads="true")
+    assert not net.freq_decouple and net.seg_head is None and net.has_stage_heads
+
+
+#: sha256 of the sorted "key:shape" lines of the state dicts that the code before heads.py / MambaConfig saved
+#: (VLDUN.from_preset("tiny", **overrides)); a changed key or shape breaks every checkpoint trained before
+OLD_STATE_DICT_LAYOUTS = {
+    "a4abc9357637abb2": ({}, 399),
+    "f86b1f60b8fb7d56": ({"data_consistency": True, "stage_heads": True, "num_classes": 3}, 424),
+    "4bc4a0a6e813a074": ({"use_clip_prior": False, "freq_decouple": False, "seg_head": False}, 344),
+    "ed545ffcbd8a1623": ({"rec_head": False}, 398),
+}
+#: the head keys of the data-consistency network above, as that code saved them
+OLD_HEAD_KEYS = {
+    "rec_head.weight": (1, 16, 3, 3),
+    "rec_head_imag.weight": (1, 16, 3, 3),
+    "seg_head.0.weight": (8, 16, 3, 3),
+    "seg_head.1.weight": (8,),
+    "seg_head.1.running_var": (8,),
+    "seg_head.1.num_batches_tracked": (),
+    "seg_head.3.weight": (8, 8, 3, 3),
+    "seg_head.4.bias": (8,),
+    "seg_head.6.weight": (3, 8, 1, 1),
+    "seg_head.6.bias": (3,),
+    "stages.enc1.dc.step_size": (),
+    "stages.enc1.dc.embed.weight": (8, 2, 3, 3),
+    "stage_decoders.enc1.weight": (1, 8, 3, 3),
+}
+
+
+@pytest.mark.parametrize("digest", sorted(OLD_STATE_DICT_LAYOUTS))
+def test_checkpoints_of_the_old_layout_still_load(digest):
+    overrides, n_keys = OLD_STATE_DICT_LAYOUTS[digest]
+    torch.manual_seed(0)
+    net = VLDUN.from_preset("tiny", **overrides)
+    state = net.state_dict()
+    text = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(state.items()))
+    assert len(state) == n_keys and hashlib.sha256(text.encode()).hexdigest()[:16] == digest
+    if overrides.get("data_consistency"):
+        assert {k: tuple(state[k].shape) for k in OLD_HEAD_KEYS} == OLD_HEAD_KEYS
+        assert isinstance(net.rec_head, RecHead) and isinstance(net.seg_head, SegHead)
+    # a state dict of that layout (other values) loads strictly and is what the network then holds
+    torch.manual_seed(1)
+    old = {k: torch.randn(v.shape).to(v.dtype) if v.is_floating_point() else v.clone() for k, v in state.items()}
+    net.load_state_dict(old, strict=True)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in old.items())
 
 
 def test_preset_argument_and_explicit_overrides():
     torch.manual_seed(0)
-    a = VLDUN(preset="tiny", dim=4, num_modalities=3)
+    a = VLDUN.from_preset("tiny", dim=4, num_modalities=3)
     assert a.arch["dim"] == 4 and a.arch["d_state"] == PRESETS["tiny"]["d_state"]
     assert a.stage_dims[0] == 4
     assert a(torch.rand(1, 1, 16, 16))["modality_logits"].shape == (1, 3)
     with pytest.raises(ValueError, match="num_modalities"):
-        VLDUN(preset="tiny", num_modalities=3, modalities=["MRI", "CT"])
+        VLDUN.from_preset("tiny", num_modalities=3, modalities=["MRI", "CT"])
 
 
 def test_metatensor_input_runs_on_plain_tensors_and_keeps_metadata():

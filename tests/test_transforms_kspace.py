@@ -454,3 +454,38 @@ def test_equispaced_mask_rejects_a_centre_band_that_leaves_no_outer_lines():
     with pytest.raises(ValueError, match="no outer lines"):
         masker((100, 100))
     assert masker((100, 90)).shape == (100, 90)  # phase encoding runs along the last axis: 22 * 4 != 90 lines
+
+
+def test_undersample_returns_the_record_the_dict_transform_stores():
+    """The array transform's documented record is what the dictionary transform puts in the dict (no private state);
+    the old import paths of the split modules still work."""
+    import scripts.transforms.kspace as kspace_module
+    from scripts.transforms import KspaceRecord
+    from scripts.transforms.kspace_dict import KspaceUndersampled as DictFromItsModule
+
+    assert kspace_module.KspaceUndersampled is KspaceUndersampled is DictFromItsModule
+    assert kspace_module.ModalityKspaceUndersampled is ModalityKspaceUndersampled
+    assert (
+        kspace_module.CartesianKspaceMask is CartesianKspaceMask and kspace_module.GOLDEN_ANGLE_DEG == GOLDEN_ANGLE_DEG
+    )
+    img = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)
+    array = KspaceUndersample(accelerations=(8.0,), center_fractions=(0.04,))
+    record = array.undersample(img, seed=7)
+    assert isinstance(record, KspaceRecord) and record.degradation == degradation_index("cartesian_undersampling")
+    assert record.degradation_level == 8.0 and record.params == {"center_fraction": 0.04, "acceleration": 8.0}
+    np.testing.assert_array_equal(array(img, seed=7), record.image)  # __call__ is the record's image
+    assert np.array_equal(array.mask, record.mask) and array.degradation_text == record.degradation_text
+    skipped = array.undersample(img, seed=7, apply=False)  # pass through without drawing `prob`
+    assert skipped.degradation_level == 0.0 and skipped.params is None and np.all(skipped.mask == 1)
+    np.testing.assert_allclose(skipped.image, img, atol=1e-6)  # through the FFT and back
+    d = KspaceUndersampled(kspace_key="kspace", seed_key="seed", accelerations=(8.0,), center_fractions=(0.04,))(
+        {"image": img, "seed": 7}
+    )
+    np.testing.assert_array_equal(d["image"], record.image)
+    np.testing.assert_array_equal(d["mask"], record.mask)
+    np.testing.assert_array_equal(d["kspace"], record.kspace)
+    assert (d["degradation"], d["degradation_level"], d["degradation_text"]) == (
+        record.degradation,
+        record.degradation_level,
+        record.degradation_text,
+    )

@@ -34,8 +34,8 @@ ABLATION_SWITCHES: dict[str, dict[str, Any]] = {
     "vldun_no_clip": {"use_clip_prior": False},
     "vldun_frozen_clip": {"tune_clip": False},
     "vldun_no_fd": {"freq_decouple": False},
-    "vldun_no_seg": {"use_seg_head": False},
-    "vldun_no_rec": {"use_rec_head": False},
+    "vldun_no_seg": {"seg_head": False},
+    "vldun_no_rec": {"rec_head": False},
 }
 METHOD_LABELS = {
     "zero_filled": "zero-filled input",

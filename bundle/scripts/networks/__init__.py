@@ -1,6 +1,8 @@
 """The VL-DUN network and its parts.
 
-- :class:`VLDUN` (``vldun.py``): the unfolded network with its presets (:data:`PRESETS`, :func:`preset_config`).
+- :class:`VLDUN` (``vldun.py``): the unfolded network; its presets (:data:`PRESETS`, :func:`preset_config`) are in
+  ``presets.py``, one unfolding stage (:class:`UnfoldingStage`) in ``stage.py``.
+- :class:`RecHead`, :class:`SegHead` (``heads.py``): the restoration and segmentation heads.
 - :class:`CLIPPrior` (``clip_prior.py``): open_clip visual encoder + modality classifier, cached text prompt bank,
   prior tokens. Importing this package registers the bundle's small open_clip configs.
 - :class:`AMGDM` (``amgdm.py``): prior-guided gradient-descent module.
@@ -8,17 +10,21 @@
 - :class:`DCGradientStep`, :class:`KspaceDataConsistency` (``data_consistency.py``): known-operator k-space data
   consistency (exact gradient step and output projection) for when the mask is known.
 - :class:`GDFN`, :class:`LayerNorm2d`, :class:`Downsample`, :class:`Upsample` (``restormer.py``).
-- :class:`BiMamba2D` (``bimamba.py``) and :func:`selective_scan` (``selective_scan.py``).
+- :class:`BiMamba2D` and its settings :class:`MambaConfig` (``bimamba.py``) and :func:`selective_scan`
+  (``selective_scan.py``).
 """
 
 from .amgdm import AMGDM, PriorCrossAttention
-from .bimamba import BiMamba2D
+from .bimamba import BiMamba2D, MambaConfig
 from .clip_prior import CLIP_CONFIG_DIR, CLIPPrior, load_state_dict_file, register_clip_configs
 from .data_consistency import DCGradientStep, KspaceDataConsistency
+from .heads import RecHead, SegHead
 from .mdpmm import MDPMM, frequency_split
+from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .restormer import GDFN, BiasFreeLayerNorm, Downsample, LayerNorm2d, Upsample, WithBiasLayerNorm
 from .selective_scan import selective_scan, selective_scan_chunked, selective_scan_sequential
-from .vldun import DEFAULT_PRESET, PRESETS, STAGE_NAMES, VLDUN, preset_config
+from .stage import UnfoldingStage
+from .vldun import STAGE_NAMES, VLDUN
 
 __all__ = [
     "AMGDM",
@@ -33,9 +39,13 @@ __all__ = [
     "KspaceDataConsistency",
     "LayerNorm2d",
     "MDPMM",
+    "MambaConfig",
     "PRESETS",
     "PriorCrossAttention",
+    "RecHead",
+    "SegHead",
     "STAGE_NAMES",
+    "UnfoldingStage",
     "Upsample",
     "VLDUN",
     "WithBiasLayerNorm",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bimamba import BiMamba2D
+from .bimamba import BiMamba2D, MambaConfig
 from .restormer import LayerNorm2d
 
 __all__ = ["AMGDM", "PriorCrossAttention"]
@@ -81,7 +81,7 @@ class AMGDM(nn.Module):
         layernorm_type: ``"WithBias"`` or ``"BiasFree"``.
         step_size_init: initial value of the learnable step size rho.
         self_token_grid: grid side of the self-derived tokens when ``prior_dim`` is None.
-        d_state, d_conv, expand, dt_rank, backend, chunk_size: passed to :class:`BiMamba2D`.
+        mamba: settings of the :class:`BiMamba2D` layer (:class:`MambaConfig`; default ``MambaConfig()``).
 
     Forward: ``x`` (B, C, H, W) features, ``y`` (B, C, H, W) measurement embedding at this level, ``tokens``
     (B, T, D) prior tokens (required iff ``prior_dim`` is not None). Returns the updated (B, C, H, W).
@@ -96,12 +96,7 @@ class AMGDM(nn.Module):
         layernorm_type: str = "WithBias",
         step_size_init: float = 1.0,
         self_token_grid: int = 2,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: float = 2.0,
-        dt_rank: int | str = "auto",
-        backend: str = "auto",
-        chunk_size: int | None = None,
+        mamba: MambaConfig | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -110,9 +105,7 @@ class AMGDM(nn.Module):
         self.norm_x = LayerNorm2d(dim, layernorm_type)
         self.attn = PriorCrossAttention(dim, prior_dim, num_heads, bias)
         self.norm_r = LayerNorm2d(dim, layernorm_type)
-        self.back_projection = BiMamba2D(
-            dim, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, backend=backend, chunk_size=chunk_size
-        )
+        self.back_projection = BiMamba2D(dim, mamba)
         self.step_size = nn.Parameter(torch.tensor(float(step_size_init)))
 
     def self_tokens(self, u: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ The fast path computes the backward branch without flipping anything (anti-causa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,7 +19,43 @@ import torch.nn.functional as F
 from .selective_scan import canonical_backend, resolve_backend, selective_scan
 from .selective_scan_numba import causal_conv1d_silu_numba
 
-__all__ = ["BiMamba2D"]
+__all__ = ["BiMamba2D", "MambaConfig"]
+
+
+@dataclass(frozen=True)
+class MambaConfig:
+    """Settings of every :class:`BiMamba2D` layer of a network, passed as one group (AMGDM, MDPMM, VLDUN).
+
+    Args:
+        d_state: SSM state size N.
+        d_conv: kernel of the causal depthwise conv1d.
+        expand: inner width E = int(expand * C).
+        dt_rank: rank R of the delta projection; ``"auto"`` = ceil(C / 16).
+        backend: selective-scan backend, ``"auto"`` | ``"numba"`` | ``"chunked"`` | ``"mamba_ssm"`` |
+            ``"reference"`` (see :func:`scripts.networks.selective_scan.resolve_backend`; ``"torch"`` is the old
+            name of ``"chunked"``).
+        chunk_size: chunk length of the pure-PyTorch scan (None: its measured default).
+
+    Example::
+
+        >>> MambaConfig(d_state=8, expand=1.0, backend="chunked")
+        MambaConfig(d_state=8, d_conv=4, expand=1.0, dt_rank='auto', backend='chunked', chunk_size=None)
+    """
+
+    d_state: int = 16
+    d_conv: int = 4
+    expand: float = 2.0
+    dt_rank: int | str = "auto"
+    backend: str = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.d_state < 1 or self.d_conv < 1 or self.expand <= 0:
+            raise ValueError(f"d_state and d_conv must be >= 1 and expand > 0, got {self}.")
+        if self.dt_rank != "auto" and int(self.dt_rank) < 1:
+            raise ValueError(f"dt_rank must be 'auto' or >= 1, got {self.dt_rank!r}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be None or >= 1, got {self.chunk_size}.")
 
 
 class _ScanBranch(nn.Module):
@@ -96,21 +133,14 @@ class BiMamba2D(nn.Module):
 
     Args:
         dim: channels C.
-        d_state: SSM state size N.
-        d_conv: kernel of the causal depthwise conv1d.
-        expand: inner width E = int(expand * C).
-        dt_rank: rank R of the delta projection; ``"auto"`` = ceil(C / 16).
-        backend: selective-scan backend, ``"auto"`` | ``"numba"`` | ``"chunked"`` | ``"mamba_ssm"`` |
-            ``"reference"`` (see :func:`scripts.networks.selective_scan.resolve_backend`; ``"torch"`` is the old
-            name of ``"chunked"``).
-        chunk_size: chunk length of the pure-PyTorch scan (None: its measured default).
+        config: the layer's settings (:class:`MambaConfig`; default ``MambaConfig()``).
 
     Shapes: x (B, C, H, W) is flattened row-major to L = H * W tokens; in_proj C -> 2E gives x, z (B, E, L);
     each branch gives (B, E, L); out_proj E -> C; reshaped back to (B, C, H, W). Any H, W >= 1.
 
     Example::
 
-        >>> layer = BiMamba2D(48)
+        >>> layer = BiMamba2D(48, MambaConfig(d_state=8))
         >>> y = layer(torch.randn(2, 48, 17, 23))   # (2, 48, 17, 23)
 
     Two paths side by side: :meth:`forward` (chunked pure-PyTorch scan or the mamba_ssm CUDA kernel, the scan
@@ -118,27 +148,20 @@ class BiMamba2D(nn.Module):
     gate written out), which the tests compare.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: float = 2.0,
-        dt_rank: int | str = "auto",
-        backend: str = "auto",
-        chunk_size: int | None = None,
-    ):
+    def __init__(self, dim: int, config: MambaConfig | None = None) -> None:
         super().__init__()
-        if canonical_backend(backend) == "numba":  # unknown names and a missing numba fail here, not in forward
-            resolve_backend(backend, "cpu")  # numba missing: say so when the network is built
-        self.dim, self.d_state, self.d_conv, self.expand = dim, d_state, d_conv, expand
-        self.d_inner = int(expand * dim)
-        self.dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
-        self.backend, self.chunk_size = backend, chunk_size
+        cfg = MambaConfig() if config is None else config
+        if canonical_backend(cfg.backend) == "numba":  # unknown names and a missing numba fail here, not in forward
+            resolve_backend(cfg.backend, "cpu")  # numba missing: say so when the network is built
+        self.config = cfg
+        self.dim, self.d_state, self.d_conv, self.expand = dim, cfg.d_state, cfg.d_conv, cfg.expand
+        self.d_inner = int(cfg.expand * dim)
+        self.dt_rank = math.ceil(dim / 16) if cfg.dt_rank == "auto" else int(cfg.dt_rank)
+        self.backend, self.chunk_size = cfg.backend, cfg.chunk_size
         self.in_proj = nn.Linear(dim, 2 * self.d_inner, bias=False)
         # the two directions have their own parameters
-        self.fwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank, chunk_size=chunk_size)
-        self.bwd = _ScanBranch(self.d_inner, d_state, d_conv, self.dt_rank, chunk_size=chunk_size)
+        self.fwd = _ScanBranch(self.d_inner, cfg.d_state, cfg.d_conv, self.dt_rank, chunk_size=cfg.chunk_size)
+        self.bwd = _ScanBranch(self.d_inner, cfg.d_state, cfg.d_conv, self.dt_rank, chunk_size=cfg.chunk_size)
         self.out_proj = nn.Linear(self.d_inner, dim, bias=False)
 
     def _in(self, x: torch.Tensor):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bimamba import BiMamba2D
+from .bimamba import BiMamba2D, MambaConfig
 from .restormer import GDFN, LayerNorm2d
 
 __all__ = ["MDPMM", "frequency_split"]
@@ -53,7 +53,7 @@ class MDPMM(nn.Module):
         freq_decouple: frequency-decoupled block (paper) or the non-decoupled ablation (see module docstring).
         pool_size: kernel and stride of the AvgPool of Eq. 4.
         low_res_gdfn: run the low-band GDFN on the pooled map (cheaper; default ``False``).
-        d_state, d_conv, expand, dt_rank, backend, chunk_size: passed to :class:`BiMamba2D`.
+        mamba: settings of the :class:`BiMamba2D` layer (:class:`MambaConfig`; default ``MambaConfig()``).
     """
 
     def __init__(
@@ -65,12 +65,7 @@ class MDPMM(nn.Module):
         freq_decouple: bool = True,
         pool_size: int = 2,
         low_res_gdfn: bool = False,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: float = 2.0,
-        dt_rank: int | str = "auto",
-        backend: str = "auto",
-        chunk_size: int | None = None,
+        mamba: MambaConfig | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -79,9 +74,7 @@ class MDPMM(nn.Module):
         self.low_res_gdfn = bool(low_res_gdfn)
         self.norm = LayerNorm2d(dim, layernorm_type)
         self.gdfn = GDFN(dim, ffn_expansion_factor, bias)
-        self.mamba = BiMamba2D(
-            dim, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, backend=backend, chunk_size=chunk_size
-        )
+        self.mamba = BiMamba2D(dim, mamba)
         if self.freq_decouple:
             self.fuse = nn.Conv2d(2 * dim, dim, kernel_size=1, bias=True)
         else:

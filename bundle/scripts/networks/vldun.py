@@ -34,6 +34,14 @@ uses ``stages`` (deep supervision); ``return_stages`` without ``stage_heads`` is
 attention uses self-derived tokens, see ``amgdm.py``), ``tune_clip=False`` (CLIP visual encoder frozen),
 ``freq_decouple=False`` (non-decoupled MDPMM, see ``mdpmm.py``), ``seg_head=False``, ``rec_head=False``.
 
+**Construction.** The constructor takes typed plain values; its size defaults are the ``small`` preset's.
+:meth:`VLDUN.from_preset` is the config layer's entry (``train.json``'s ``network_def``): it merges a preset
+(``presets.py``) with the overrides, turns the command line's ``"false"`` strings into bools
+(:func:`scripts.flags.as_bool`) and maps the old names ``use_seg_head`` / ``use_rec_head`` to ``seg_head`` /
+``rec_head`` (with a ``FutureWarning``). The heads are :class:`~scripts.networks.heads.RecHead` and
+:class:`~scripts.networks.heads.SegHead` (``heads.py``); the BiMamba settings reach every layer as one
+:class:`~scripts.networks.bimamba.MambaConfig`.
+
 **Parameter count.** :meth:`VLDUN.num_parameters` counts trainable parameters *excluding the open_clip encoder*
 (``clip_prior.visual``; the text tower is not kept). The paper's 22.77M (Table 5) cannot include a CLIP (ViT-B/32
 alone is 151M, its visual tower 88M), so the ``paper`` preset is sized to 22.77M without it; the small trainable
@@ -43,7 +51,7 @@ counted.
 
 from __future__ import annotations
 
-import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,11 +64,13 @@ from torch import nn
 from ..flags import as_bool
 from ..prompts import MODALITIES
 from ..transforms.kspace import ifft2c
-from .amgdm import AMGDM
+from .bimamba import MambaConfig
 from .clip_prior import CLIPPrior
-from .data_consistency import DCGradientStep, KspaceDataConsistency, check_measurements
-from .mdpmm import MDPMM
+from .data_consistency import KspaceDataConsistency, check_measurements
+from .heads import RecHead, SegHead
+from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .restormer import Downsample, Upsample
+from .stage import UnfoldingStage
 
 __all__ = ["VLDUN", "PRESETS", "DEFAULT_PRESET", "preset_config", "STAGE_NAMES"]
 
@@ -68,97 +78,24 @@ STAGE_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine
 #: stages at the image's own resolution: where the exact k-space data-term gradient is added (data_consistency)
 FULL_RESOLUTION_STAGES = ("enc1", "dec1", "refine")
 OUTPUT_MODES = ("dict", "seg", "restored")
-
-#: Named configurations. ``paper``: the paper-sized network (22.77M trainable parameters without CLIP, Table 5).
-#: ``small``: for CPU demos and experiments at 64-128 px (K = 7 stages, one MDPMM each, expand 1, d_state 8: the
-#: selective scan dominates CPU time, and this halves it against expand 2 with a refinement stage; measured in
-#: benchmarks/results/cost.md). ``tiny``: the smallest sensible net, for unit tests.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "dim": 48,
-        "num_blocks": [2, 3, 4, 3],
-        "num_refinement_blocks": 2,
-        "heads": [1, 2, 4, 8],
-        "d_state": 16,
-        "expand": 2.0,
-        "clip_model": "ViT-B-32",
-        "seg_hidden": 64,
-    },
-    "small": {
-        "dim": 16,
-        "num_blocks": [1, 1, 1, 1],
-        "num_refinement_blocks": 0,
-        "heads": [1, 1, 2, 4],
-        "d_state": 8,
-        "expand": 1.0,
-        "clip_model": "vldun-clip-small",
-        "seg_hidden": 32,
-    },
-    "tiny": {
-        "dim": 8,
-        "num_blocks": [1, 1, 1, 1],
-        "num_refinement_blocks": 0,
-        "heads": [1, 1, 1, 1],
-        "d_state": 4,
-        "expand": 1.0,
-        "clip_model": "vldun-clip-tiny",
-        "seg_hidden": 8,
-    },
-}
-
-
-#: Architecture used for every size argument left unset when no preset is named.
-DEFAULT_PRESET = "small"
-
-
-def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """Constructor arguments of a preset (``paper``, ``small``, ``tiny``) with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown VL-DUN preset {name!r}; choose one of {sorted(PRESETS)}.")
-    cfg = copy.deepcopy(PRESETS[name])
-    cfg.update(overrides)
-    return cfg
-
-
-class _Stage(nn.Module):
-    """One unfolding stage: AMGDM (gradient step) followed by N MDPMM blocks (proximal map)."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_blocks: int,
-        heads: int,
-        prior_dim: int | None,
-        kw_gd: dict,
-        kw_prox: dict,
-        data_consistency: bool = False,
-    ):
-        super().__init__()
-        self.gd = AMGDM(dim, prior_dim=prior_dim, num_heads=heads, **kw_gd)
-        # absent (not merely unused) without data consistency, so such a network's state dict is unchanged
-        self.dc = DCGradientStep(dim, kw_gd.get("step_size_init", 1.0)) if data_consistency else None
-        self.prox = nn.ModuleList([MDPMM(dim, **kw_prox) for _ in range(num_blocks)])
-
-    def forward(
-        self, x: torch.Tensor, y: torch.Tensor, tokens: torch.Tensor | None, measured: dict | None = None
-    ) -> torch.Tensor:
-        x = self.gd(x, y, tokens)
-        if self.dc is not None and measured is not None:
-            x = self.dc(x, measured)
-        for blk in self.prox:
-            x = blk(x)
-        return x
+#: boolean constructor arguments: ``from_preset`` converts the command line's strings, the constructor refuses them
+BOOL_ARGS = tuple(
+    "bias low_res_gdfn use_clip_prior tune_clip freq_decouple seg_head rec_head stage_heads data_consistency "
+    "return_stages".split()
+)
+#: old argument names -> new ones (``from_preset`` maps them, with a FutureWarning)
+RENAMED_ARGS = {"use_seg_head": "seg_head", "use_rec_head": "rec_head"}
 
 
 class VLDUN(nn.Module):
     """Vision-Language controlled Deep Unfolding Network for joint restoration and segmentation.
 
+    Build a named size with :meth:`from_preset` (``VLDUN.from_preset("paper")``); the defaults below are the
+    ``small`` preset's.
+
     Args:
         in_channels: channels of the degraded input y.
         num_classes: segmentation classes (logit channels, background included).
-        preset: ``"paper"``, ``"small"``, ``"tiny"`` or ``None``. Fills the size arguments (``dim``, ``num_blocks``,
-            ``num_refinement_blocks``, ``heads``, ``d_state``, ``expand``, ``clip_model``, ``seg_hidden``) that are
-            left at ``None``; with no preset they come from the ``small`` preset.
         out_channels: channels of the restored image (the global residual needs ``out_channels == in_channels``;
             otherwise no residual is added).
         dim: width C of the first level; the levels are C, 2C, 4C, 8C.
@@ -168,14 +105,15 @@ class VLDUN(nn.Module):
         heads: cross-attention heads per level.
         ffn_expansion_factor, bias, layernorm_type: Restormer settings of GDFN / attention / norms.
         pool_size, low_res_gdfn: MDPMM frequency split (see ``mdpmm.py``).
-        d_state, d_conv, expand, dt_rank, scan_backend, chunk_size: BiMamba2D settings.
+        d_state, d_conv, expand, dt_rank, scan_backend, chunk_size: BiMamba2D settings (one
+            :class:`~scripts.networks.bimamba.MambaConfig` for every layer; ``scan_backend`` is its ``backend``).
         use_clip_prior: build the CLIP prior (False: "w/o CLIP" ablation).
         clip_model, clip_pretrained, clip_prior_weights, tune_clip, clip_similarity, clip_image_size, modalities,
             degradation_prompts: see :class:`CLIPPrior`.
         num_modalities: number of modality classes (default ``len(modalities)``, i.e. ``len(scripts.prompts.
             MODALITIES)``); only the count matters to the network.
         freq_decouple: frequency-decoupled MDPMM (False: "w/o FD" ablation).
-        seg_head, rec_head: build the heads (False: "w/o Seg/Rec Head" ablations).
+        seg_head, rec_head: build the :class:`SegHead` / :class:`RecHead` (False: "w/o Seg/Rec Head" ablations).
         seg_hidden: channels of the seg head's hidden convolutions.
         stage_heads: build the per-stage decoding heads needed by ``return_stages``.
         step_size_init: initial AMGDM step size rho.
@@ -186,32 +124,35 @@ class VLDUN(nn.Module):
             (learned weight).
         output: ``"dict"``, ``"seg"`` or ``"restored"`` (what ``forward`` returns).
         return_stages: add ``stages`` (list of per-stage images) to the dict output.
-        use_seg_head, use_rec_head: aliases of ``seg_head`` / ``rec_head`` (they win when given).
+
+    Raises:
+        TypeError: a boolean argument given as a string (convert it where the command line enters, e.g. with
+            :meth:`from_preset` or :func:`scripts.flags.as_bool`).
+        ValueError: inconsistent sizes or switches (4 entries per level, at least one head, ...).
     """
 
     def __init__(
         self,
         in_channels: int = 1,
         num_classes: int = 4,
-        preset: str | None = None,
         out_channels: int = 1,
-        dim: int | None = None,
-        num_blocks: Sequence[int] | None = None,
-        num_refinement_blocks: int | None = None,
-        heads: Sequence[int] | None = None,
+        dim: int = 16,
+        num_blocks: Sequence[int] = (1, 1, 1, 1),
+        num_refinement_blocks: int = 0,
+        heads: Sequence[int] = (1, 1, 2, 4),
         ffn_expansion_factor: float = 2.66,
         bias: bool = False,
         layernorm_type: str = "WithBias",
         pool_size: int = 2,
         low_res_gdfn: bool = False,
-        d_state: int | None = None,
+        d_state: int = 8,
         d_conv: int = 4,
-        expand: float | None = None,
+        expand: float = 1.0,
         dt_rank: int | str = "auto",
         scan_backend: str = "auto",
         chunk_size: int | None = None,
         use_clip_prior: bool = True,
-        clip_model: str | None = None,
+        clip_model: str = "vldun-clip-small",
         clip_pretrained: str | None = None,
         clip_prior_weights: str | None = None,
         tune_clip: bool = True,
@@ -223,19 +164,36 @@ class VLDUN(nn.Module):
         freq_decouple: bool = True,
         seg_head: bool = True,
         rec_head: bool = True,
-        seg_hidden: int | None = None,
+        seg_hidden: int = 32,
         stage_heads: bool = False,
         step_size_init: float = 1.0,
         data_consistency: bool = False,
         dc_projection: str = "hard",
         output: str = "dict",
         return_stages: bool = False,
-        use_seg_head: bool | None = None,
-        use_rec_head: bool | None = None,
     ) -> None:
         super().__init__()
-        # architecture sizes: explicit value > preset > base defaults (the "small" preset)
-        explicit = {
+        switches = locals()
+        for name in BOOL_ARGS:
+            if isinstance(switches[name], str):
+                raise TypeError(
+                    f"VLDUN argument {name} must be a bool, got the string {switches[name]!r}; convert command-line "
+                    "values where they enter (VLDUN.from_preset or scripts.flags.as_bool do)."
+                )
+        num_blocks, heads = [int(n) for n in num_blocks], [int(h) for h in heads]
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError(f"num_blocks and heads need 4 entries (one per level), got {num_blocks}, {heads}.")
+        if not (seg_head or rec_head):
+            raise ValueError("at least one of seg_head and rec_head must be True.")
+        if data_consistency and not (rec_head and in_channels == out_channels == 1):
+            raise ValueError("data_consistency needs the rec head and single-channel images (in/out_channels 1).")
+        if modalities is None:
+            n_mod = len(MODALITIES) if num_modalities is None else int(num_modalities)
+            modalities = MODALITIES if n_mod == len(MODALITIES) else tuple(f"modality_{i}" for i in range(n_mod))
+        elif num_modalities is not None and int(num_modalities) != len(modalities):
+            raise ValueError(f"num_modalities={num_modalities} but {len(modalities)} modality names were given.")
+        #: the preset-sized arguments (what ``PRESETS`` entries hold); ``from_preset`` records the name in ``preset``
+        self.arch = {
             "dim": dim,
             "num_blocks": num_blocks,
             "num_refinement_blocks": num_refinement_blocks,
@@ -245,51 +203,13 @@ class VLDUN(nn.Module):
             "clip_model": clip_model,
             "seg_hidden": seg_hidden,
         }
-        arch = dict(PRESETS[DEFAULT_PRESET])
-        if preset is not None:
-            arch.update(preset_config(preset))
-        arch.update({k: v for k, v in explicit.items() if v is not None})
-        self.preset = preset
-        dim, num_refinement_blocks, d_state, expand = (
-            int(arch["dim"]),
-            int(arch["num_refinement_blocks"]),
-            int(arch["d_state"]),
-            float(arch["expand"]),
-        )
-        clip_model, seg_hidden = str(arch["clip_model"]), int(arch["seg_hidden"])
-        num_blocks, heads = [int(n) for n in arch["num_blocks"]], [int(h) for h in arch["heads"]]
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(f"num_blocks and heads need 4 entries (one per level), got {num_blocks}, {heads}.")
-        if modalities is None:
-            n_mod = len(MODALITIES) if num_modalities is None else int(num_modalities)
-            modalities = MODALITIES if n_mod == len(MODALITIES) else tuple(f"modality_{i}" for i in range(n_mod))
-        elif num_modalities is not None and int(num_modalities) != len(modalities):
-            raise ValueError(f"num_modalities={num_modalities} but {len(modalities)} modality names were given.")
-        self.arch = {**arch, "num_blocks": num_blocks, "heads": heads}
-        # the bundle CLI passes `--network_def#freq_decouple false` as the string "false", which bool() makes True
-        dc, bias, low_res_gdfn, use_clip_prior, tune_clip, freq_decouple, stage_heads, return_stages = (
-            as_bool(v, k)
-            for k, v in (
-                ("data_consistency", data_consistency),
-                ("bias", bias),
-                ("low_res_gdfn", low_res_gdfn),
-                ("use_clip_prior", use_clip_prior),
-                ("tune_clip", tune_clip),
-                ("freq_decouple", freq_decouple),
-                ("stage_heads", stage_heads),
-                ("return_stages", return_stages),
-            )
-        )
-        use_seg_head = as_bool(seg_head if use_seg_head is None else use_seg_head, "use_seg_head")
-        use_rec_head = as_bool(rec_head if use_rec_head is None else use_rec_head, "use_rec_head")
-        if not (use_seg_head or use_rec_head):
-            raise ValueError("at least one of seg_head and rec_head must be True.")
+        self.preset: str | None = None
         self.in_channels, self.out_channels, self.num_classes = in_channels, out_channels, num_classes
-        self.use_clip_prior, self.use_seg_head, self.use_rec_head = use_clip_prior, use_seg_head, use_rec_head
+        self.use_clip_prior, self.use_seg_head, self.use_rec_head = use_clip_prior, seg_head, rec_head
         self.freq_decouple = freq_decouple
-        self.has_stage_heads = bool(stage_heads)
+        self.has_stage_heads = stage_heads
         self.set_output(output)
-        self.return_stages = bool(return_stages)
+        self.return_stages = return_stages
         self.pad_multiple = 8  # three 2x downsamplings
 
         if use_clip_prior:
@@ -308,15 +228,8 @@ class VLDUN(nn.Module):
             self.clip_prior, prior_dim = None, None
 
         c1, c2, c3, c4 = dim, 2 * dim, 4 * dim, 8 * dim
-        mamba = {
-            "d_state": d_state,
-            "d_conv": d_conv,
-            "expand": expand,
-            "dt_rank": dt_rank,
-            "backend": scan_backend,
-            "chunk_size": chunk_size,
-        }
-        kw_gd = {"bias": bias, "layernorm_type": layernorm_type, "step_size_init": step_size_init, **mamba}
+        mamba = MambaConfig(d_state, d_conv, expand, dt_rank, scan_backend, chunk_size)
+        kw_gd = {"bias": bias, "layernorm_type": layernorm_type, "step_size_init": step_size_init, "mamba": mamba}
         kw_prox = {
             "ffn_expansion_factor": ffn_expansion_factor,
             "bias": bias,
@@ -324,7 +237,7 @@ class VLDUN(nn.Module):
             "freq_decouple": freq_decouple,
             "pool_size": pool_size,
             "low_res_gdfn": low_res_gdfn,
-            **mamba,
+            "mamba": mamba,
         }
 
         # measurement embeddings y_l (the "image" stream: only down-sampled, never updated)
@@ -335,23 +248,18 @@ class VLDUN(nn.Module):
         self.patch_embed = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias)
         n1, n2, n3, n4 = num_blocks
         stage_dims = [c1, c2, c3, c4, c3, c2, c2, c2]
-        stage_blocks = [n1, n2, n3, n4, n3, n2, n1, int(num_refinement_blocks)]
+        stage_blocks = [n1, n2, n3, n4, n3, n2, n1, num_refinement_blocks]
         stage_heads_n = [heads[0], heads[1], heads[2], heads[3], heads[2], heads[1], heads[0], heads[0]]
         names = list(STAGE_NAMES) if num_refinement_blocks > 0 else list(STAGE_NAMES[:-1])
         self.stage_names = tuple(names)
         self.stage_dims = tuple(stage_dims[: len(names)])
+        specs = zip(names, stage_dims, stage_blocks, stage_heads_n)
         self.stages = nn.ModuleDict(
             {
-                n: _Stage(
-                    stage_dims[i],
-                    stage_blocks[i],
-                    stage_heads_n[i],
-                    prior_dim,
-                    kw_gd,
-                    kw_prox,
-                    data_consistency=dc and n in FULL_RESOLUTION_STAGES,
+                n: UnfoldingStage(
+                    d, nb, nh, prior_dim, kw_gd, kw_prox, data_consistency and n in FULL_RESOLUTION_STAGES
                 )
-                for i, n in enumerate(names)
+                for n, d, nb, nh in specs
             }
         )
         self.down1_2, self.down2_3, self.down3_4 = Downsample(c1), Downsample(c2), Downsample(c3)
@@ -359,38 +267,13 @@ class VLDUN(nn.Module):
         self.up3_2, self.reduce_chan_level2 = Upsample(c3), nn.Conv2d(c3, c2, kernel_size=1, bias=bias)
         self.up2_1 = Upsample(c2)  # -> C, concatenated with enc1 -> 2C (no reduction, as Restormer)
 
-        self.rec_head = nn.Conv2d(c2, out_channels, kernel_size=3, padding=1, bias=bias) if use_rec_head else None
-        if self.rec_head is not None:
-            # start at the input (the global residual): training then moves away from the degraded image only
-            # where that lowers the loss, instead of from a random offset the first steps must undo
-            nn.init.zeros_(self.rec_head.weight)
-            if self.rec_head.bias is not None:
-                nn.init.zeros_(self.rec_head.bias)
-        self.data_consistency = dc
-        if dc and not (use_rec_head and in_channels == out_channels == 1):
-            raise ValueError("data_consistency needs the rec head and single-channel images (in/out_channels 1).")
-        if dc:
-            # imaginary part of the complex image estimate (the real part is the rec head); zero at the start, so
-            # the first DC output is the measured zero-filled image, as the blind network starts at its input
-            self.rec_head_imag: nn.Module | None = nn.Conv2d(c2, 1, kernel_size=3, padding=1, bias=bias)
-            nn.init.zeros_(self.rec_head_imag.weight)
-            if self.rec_head_imag.bias is not None:
-                nn.init.zeros_(self.rec_head_imag.bias)
-            self.dc_projection: nn.Module | None = KspaceDataConsistency(dc_projection)
-        else:
-            self.rec_head_imag, self.dc_projection = None, None
-        if use_seg_head:
-            self.seg_head: nn.Module | None = nn.Sequential(
-                nn.Conv2d(c2, seg_hidden, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(seg_hidden),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(seg_hidden, seg_hidden, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(seg_hidden),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(seg_hidden, num_classes, kernel_size=1, bias=True),
-            )
-        else:
-            self.seg_head = None
+        # the paper's two heads (heads.py); the layers are created in this order so a seed gives the same weights
+        self.rec_head: RecHead | None = RecHead(c2, out_channels, bias) if rec_head else None
+        self.data_consistency = data_consistency
+        # imaginary part of the complex image estimate (the real part is the rec head) and the output projection
+        self.rec_head_imag: RecHead | None = RecHead(c2, 1, bias) if data_consistency else None
+        self.dc_projection = KspaceDataConsistency(dc_projection) if data_consistency else None
+        self.seg_head: SegHead | None = SegHead(c2, num_classes, seg_hidden) if seg_head else None
         if self.has_stage_heads:
             self.stage_decoders = nn.ModuleDict(
                 {n: nn.Conv2d(d, out_channels, kernel_size=3, padding=1) for n, d in zip(names, self.stage_dims)}
@@ -417,9 +300,31 @@ class VLDUN(nn.Module):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> VLDUN:
-        """``VLDUN.from_preset("paper")``, ``VLDUN.from_preset("small", num_classes=2)``, ..."""
-        return cls(preset=name, **overrides)
+    def from_preset(cls, name: str = DEFAULT_PRESET, **overrides: Any) -> VLDUN:
+        """The network of preset ``name`` (``paper``, ``small``, ``tiny``) with constructor ``overrides``.
+
+        This is where configs and the command line enter: boolean overrides given as strings (``--network_def#
+        freq_decouple false``) become bools (:func:`scripts.flags.as_bool`, which rejects other spellings), and the
+        old names ``use_seg_head`` / ``use_rec_head`` are mapped to ``seg_head`` / ``rec_head`` with a warning.
+
+        Example::
+
+            >>> net = VLDUN.from_preset("tiny", num_classes=2, freq_decouple="false")
+            >>> net.preset, net.arch["dim"], net.freq_decouple
+            ('tiny', 8, False)
+        """
+        for old, new in RENAMED_ARGS.items():
+            if old in overrides:
+                if new in overrides:
+                    raise ValueError(f"VLDUN: {old!r} is the old name of {new!r}; give only {new!r}.")
+                warnings.warn(f"VLDUN argument {old!r} is renamed {new!r}; use {new!r}.", FutureWarning, stacklevel=2)
+                overrides[new] = overrides.pop(old)
+        for key in BOOL_ARGS:
+            if key in overrides:
+                overrides[key] = as_bool(overrides[key], key)
+        net = cls(**preset_config(name, **overrides))
+        net.preset = name
+        return net
 
     def set_output(self, output: str) -> None:
         if output not in OUTPUT_MODES:
@@ -518,13 +423,10 @@ class VLDUN(nn.Module):
                 ]
                 for n, f in feats.items()
             ]
-        for key in ("restored", "seg"):  # callers get plain contiguous maps whatever the internal layout
-            if key in out:
-                out[key] = out[key].contiguous()
-        if meta_ref is not None:
-            for key in ("restored", "seg"):
-                if key in out:
-                    out[key] = convert_to_dst_type(out[key], meta_ref, dtype=out[key].dtype)[0]
+        for key in {"restored", "seg"} & set(out):  # callers get plain contiguous maps whatever the internal layout
+            out[key] = out[key].contiguous()
+            if meta_ref is not None:
+                out[key] = convert_to_dst_type(out[key], meta_ref, dtype=out[key].dtype)[0]
         if self.output == "seg":
             return out["seg"]
         if self.output == "restored":

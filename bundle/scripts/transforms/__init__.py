@@ -1,7 +1,9 @@
 """Degradation and intensity transforms of the VL-DUN bundle (MONAI array + dictionary transforms).
 
-- ``kspace``: simulated k-space undersampling (paper Eq. 5): Cartesian (MRI) and radial (sparse-view CT) masks,
-  :class:`KspaceUndersample` / :class:`KspaceUndersampled` and :class:`ModalityKspaceUndersampled`.
+- ``kspace_masks``: Cartesian (MRI) and radial (sparse-view CT) k-space masks.
+- ``kspace``: simulated k-space undersampling (paper Eq. 5): FFT helpers and the array transform
+  :class:`KspaceUndersample` (its ``undersample`` returns a :class:`KspaceRecord`).
+- ``kspace_dict``: the dictionary transforms :class:`KspaceUndersampled` and :class:`ModalityKspaceUndersampled`.
 - ``degradations``: the four primitives of the CLIP degradation prior (noise, blur, motion, low resolution).
 - ``intensity``: per-modality normalisation to [0, 1] and modality names to class ids.
 
@@ -22,23 +24,16 @@ from scripts.transforms.intensity import (
     RestoreInputUnitsd,
     normalize_intensity,
 )
-from scripts.transforms.kspace import (
-    GOLDEN_ANGLE_DEG,
-    CartesianKspaceMask,
-    KspaceUndersample,
-    KspaceUndersampled,
-    ModalityKspaceUndersampled,
-    RadialKspaceMask,
-    fft2c,
-    ifft2c,
-    sample_seed,
-)
+from scripts.transforms.kspace import KspaceRecord, KspaceUndersample, fft2c, ifft2c, sample_seed
+from scripts.transforms.kspace_dict import KspaceUndersampled, ModalityKspaceUndersampled
+from scripts.transforms.kspace_masks import GOLDEN_ANGLE_DEG, CartesianKspaceMask, RadialKspaceMask
 
 __all__ = [
     "GOLDEN_ANGLE_DEG",
     "NORMALIZATION_MODES",
     "PRIMITIVES",
     "CartesianKspaceMask",
+    "KspaceRecord",
     "KspaceUndersample",
     "KspaceUndersampled",
     "ModalityKspaceUndersampled",
