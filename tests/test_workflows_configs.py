@@ -151,7 +151,8 @@ def test_fixed_evaluation_seeds_use_one_idiom():
 
 
 def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
-    over = _train_over(tmp_path, demo, network_def=DICT_NET, learning_rate=0.01)
+    # the stand-in UNet has no data-consistency inputs: the blind wiring (DC's own wiring: test_e2e_data_consistency)
+    over = _train_over(tmp_path, demo, network_def=DICT_NET, learning_rate=0.01, data_consistency=False)
     wf = _wf(["train.json"], "train", over)
     wf.initialize()
     wf.run()

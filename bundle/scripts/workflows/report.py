@@ -257,7 +257,8 @@ class VisualReportHandler:
     def _stage_images(self, engine: Engine, raw: Mapping[str, Any]) -> tuple[list | None, list[str]]:
         """Run the network once more on one slice with ``return_stages`` (through the evaluator's own batch
         preparation and inferer, so that it sees exactly what the evaluation saw)."""
-        net = unwrap_module(engine.network)
+        net = getattr(engine, "network", None)  # a report of precomputed outputs has no network to ask
+        net = None if net is None else unwrap_module(net)
         if not (self.stages and raw and getattr(net, "has_stage_heads", False) and hasattr(net, "return_stages")):
             return None, []
         from monai.data import list_data_collate
