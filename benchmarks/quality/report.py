@@ -88,6 +88,9 @@ CLAIMS = (
     ("CLIP tuning helps (Dice)", "vldun", "vldun_frozen_clip", "dice_per_slice"),
     ("seg head helps restoration (PSNR)", "vldun", "vldun_no_seg", "psnr"),
     ("rec head helps segmentation (Dice)", "vldun", "vldun_no_rec", "dice_per_slice"),
+    ("known-operator DC helps (PSNR)", "vldun_dc", "vldun", "psnr"),
+    ("known-operator DC keeps Dice", "vldun_dc", "vldun", "dice_per_slice"),
+    ("DC VL-DUN vs VarNet (PSNR)", "vldun_dc", "varnet", "psnr"),
 )
 
 
