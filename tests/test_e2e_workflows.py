@@ -395,12 +395,6 @@ def test_clip_finetuning_then_training_loads_the_prior(work):
         assert not all(torch.equal(scratch[f"clip_prior.{k}"], v) for k, v in prior.items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.TimeoutExpired,
-    reason="known regression since the run-folder/report merge (23daf83): both gloo processes stop in the first "
-    "training iteration; 58774df trains. Not diagnosed yet (see bundle/docs/workflows.md, Multi-GPU training)",
-)
 def test_multi_gpu_config_trains_with_two_gloo_processes(work):
     out = work / "ddp"
     res = run_cli(
@@ -415,7 +409,10 @@ def test_multi_gpu_config_trains_with_two_gloo_processes(work):
     )
     assert res.returncode == 0, res.log[-5000:]
     assert set(epoch_metrics(res.log)) == {1, 2}
-    assert res.log.count("LatestCheckpointSaver: epoch 2") >= 1
+    # rank 0 alone saves, once at the end (the last epoch's save serves COMPLETED too)
+    assert res.log.count("LatestCheckpointSaver: epoch 2") == 1, res.log[-5000:]
+    # both ranks log into the one folder rank 0 chose
+    assert len([p for p in (out / "eval").iterdir() if p.is_dir()]) == 1
     latest = torch.load(out / "models" / "checkpoint_latest.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in latest["model"]), "DDP wrapper must be stripped"
     assert (out / "models" / "model.pt").is_file()

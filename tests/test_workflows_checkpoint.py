@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -172,3 +173,23 @@ def test_no_temporary_files_survive(tmp_path):
     LatestCheckpointSaver(tmp_path / "l.pt", {"model": net}).attach(eng)
     eng.run([torch.randn(2, 4)], max_epochs=3)
     assert os.listdir(tmp_path) == ["l.pt"]
+
+
+def test_latest_checkpoint_is_written_once_per_epoch_and_again_only_after_an_interrupted_epoch(tmp_path, caplog):
+    net, opt, sched = _objects(0)
+    eng = _trainer(net, opt, sched, [])
+    LatestCheckpointSaver(tmp_path / "l.pt", {"model": net}).attach(eng)
+    with caplog.at_level(logging.INFO, logger="scripts.workflows.checkpoint"):
+        eng.run([torch.randn(2, 4)] * 2, max_epochs=3)
+    assert [r.getMessage().split(",")[0] for r in caplog.records if "LatestCheckpointSaver" in r.getMessage()] == [
+        "LatestCheckpointSaver: epoch 1",
+        "LatestCheckpointSaver: epoch 2",
+        "LatestCheckpointSaver: epoch 3",
+    ]
+    # stopped in the middle of an epoch: COMPLETED saves what was trained since the last epoch's file
+    net, opt, sched = _objects(0)
+    eng = _trainer(net, opt, sched, [])
+    eng.add_event_handler(Events.ITERATION_COMPLETED(once=3), lambda e: e.terminate())
+    LatestCheckpointSaver(tmp_path / "m.pt", {"model": net}).attach(eng)
+    eng.run([torch.randn(2, 4)] * 2, max_epochs=3)
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["trainer"]["iteration"] == 3

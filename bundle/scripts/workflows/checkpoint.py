@@ -197,6 +197,7 @@ class LatestCheckpointSaver:
         self.save_dict = dict(save_dict)
         self.interval = int(interval)
         self.engine_key = engine_key
+        self._saved_at: int | None = None
 
     def attach(self, engine: Engine) -> None:
         if self.engine_key:
@@ -214,7 +215,11 @@ class LatestCheckpointSaver:
         return out
 
     def __call__(self, engine: Engine) -> None:
+        # COMPLETED follows the last EPOCH_COMPLETED with nothing trained in between: one write is enough
+        if self._saved_at == engine.state.iteration:
+            return
         save_atomic(self.state(), self.save_path)
+        self._saved_at = engine.state.iteration
         logger.info(f"LatestCheckpointSaver: epoch {engine.state.epoch}, saved {self.save_path}")
 
 

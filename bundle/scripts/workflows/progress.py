@@ -26,6 +26,7 @@ from monai.data import MetaTensor
 from monai.transforms import SaveImage
 
 from ..flags import as_bool
+from .distributed import is_main_process
 from .runs import COMMAND_NAME, CONFIG_NAME
 
 __all__ = ["InferenceProgress", "SaveItemsHandler"]
@@ -126,9 +127,7 @@ class InferenceProgress:
         return sorted(p for p in found if p.stat().st_mtime >= self._wall0)
 
     def _summarise(self, engine: Engine) -> None:
-        import ignite.distributed as idist
-
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         elapsed = time.monotonic() - self._t0
         files = self.written()

@@ -28,6 +28,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from .checkpoint import unwrap_module
+from .distributed import is_main_process
 from .summary import MetricsTable, slice_metrics
 
 __all__ = ["VisualReportHandler", "render_panel", "psnr"]
@@ -287,9 +288,7 @@ class VisualReportHandler:
         return ([s[0].detach().float().cpu() for s in stages] if stages else None), names
 
     def _write(self, engine: Engine) -> None:
-        import ignite.distributed as idist
-
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         rows = []
         for (modality, _case), (_score, item, raw) in sorted(self._best.items()):

@@ -25,6 +25,8 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
+from .distributed import is_main_process
+
 __all__ = ["new_run_dir", "executed_config", "RunFolder", "run_record", "CONFIG_NAME", "COMMAND_NAME"]
 
 logger = logging.getLogger(__name__)
@@ -141,9 +143,7 @@ class RunFolder:
         return self.config_path
 
     def __call__(self, engine: Engine) -> None:
-        import ignite.distributed as idist
-
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         self.write()
         logger.info(f"run folder: {self.run_dir} (executed config: {self.config_path.name})")

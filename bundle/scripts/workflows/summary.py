@@ -27,6 +27,8 @@ from ignite.engine import Engine, Events
 from monai.handlers import MetricsSaver
 from monai.metrics import PSNRMetric, SSIMMetric, compute_dice
 
+from .distributed import is_main_process
+
 __all__ = ["DEFAULT_CLASS_NAMES", "slice_metrics", "MetricsTable", "LabelledMetricsSaver", "class_columns"]
 
 #: the demo's classes: ACDC's for the MRI phantoms, heart / lung / lesion for the CT ones (scripts/data/demo.py)
@@ -230,9 +232,7 @@ class LabelledMetricsSaver(MetricsSaver):
         return "".join(lines)
 
     def _label(self, engine: Engine) -> None:
-        import ignite.distributed as idist
-
-        if idist.get_rank() != 0:
+        if not is_main_process():
             return
         root = Path(self.save_dir)
         header = f"metric{self.deli}value\n"
