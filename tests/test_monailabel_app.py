@@ -31,6 +31,7 @@ def test_prepare_links_the_bundle_and_adds_the_restore_view(tmp_path):
     info = monailabel_app.prepare_app(tmp_path / "app", name="vldun_mri_ct_segmentation")
     app = Path(info["app_dir"])
     assert (app / "main.py").is_file() and (app / "lib").is_dir()
+    assert (app / "monailabel_train.py").read_text() == (ROOT / "tools" / "monailabel_train.py").read_text()
     main_dir = app / "model" / "vldun_mri_ct_segmentation"
     assert main_dir.is_symlink() and main_dir.resolve() == (ROOT / "bundle").resolve()
     assert info["models"] == ["vldun_mri_ct_segmentation", "vldun_mri_ct_restoration"]
@@ -83,3 +84,13 @@ def test_server_command_lists_all_models():
 def test_prepare_rejects_a_folder_that_is_not_a_bundle(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a VL-DUN bundle"):
         monailabel_app.prepare_app(tmp_path / "app", bundle_dir=tmp_path)
+
+
+def test_save_if_not_validated_is_in_the_monailabel_overlay_only():
+    """The base train.json has no MONAI-Label-only handler; the overlay the app's trainer merges adds it."""
+    handlers = ConfigParser.load_config_file(str(ROOT / "bundle" / "configs" / "train.json"))["train"]["handlers"]
+    assert "scripts.serving.SaveIfNotValidated" not in [h.get("_target_") for h in handlers]
+    configs = [str(ROOT / "bundle" / "configs" / f) for f in ("train.json", "monailabel.json")]
+    merged = ConfigParser.load_config_files(configs)["train"]["handlers"]
+    assert [h.get("_target_") for h in merged[: len(handlers)]] == [h.get("_target_") for h in handlers]
+    assert merged[-1]["_target_"] == "scripts.serving.SaveIfNotValidated"

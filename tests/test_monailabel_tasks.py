@@ -1,4 +1,5 @@
-"""MONAI Label's BundleInferTask / BundleTrainTask on the bundle, called directly (no server).
+"""MONAI Label's BundleInferTask and the app's trainer (``tools/monailabel_train.py``: BundleTrainTask with the
+bundle's ``monailabel.json`` overlay) on the bundle, called directly (no server).
 
 Uses a copy of the bundle with the ``tiny`` network preset (``tests/tiny_bundle.py``) and synthetic phantom volumes.
 The weights are chosen so that outputs are known exactly: the segmentation head's last conv is zeroed with a
@@ -143,7 +144,6 @@ def test_train_task_derives_the_input_and_updates_model_pt_without_validation_da
     """One labelled image: MONAI Label's 80/20 split leaves no validation data; the run must still leave the new
     weights in models/model.pt (the next /infer uses them)."""
     from monailabel.datastore.local import LocalDatastore
-    from monailabel.tasks.train.bundle import BundleTrainTask
 
     monkeypatch.setenv("VLDUN_DEMO_ROOT", str(tmp_path / "demo_data"))  # see test_monailabel_server.py
     studies = tmp_path / "studies"
@@ -151,7 +151,7 @@ def test_train_task_derives_the_input_and_updates_model_pt_without_validation_da
     ds = LocalDatastore(str(studies))
     assert [sorted(d) for d in ds.datalist()] == [["image", "label"]]
 
-    task = BundleTrainTask(str(env["bundle"]), {})
+    task = _train_task(env["bundle"])
     assert task.is_valid()
     model = env["bundle"] / "models" / "model.pt"
     before, w0 = model.stat().st_mtime_ns, torch.load(model, weights_only=True)
@@ -167,7 +167,6 @@ def test_train_task_derives_the_input_and_updates_model_pt_without_validation_da
 def test_train_task_with_validation_data_keeps_the_best_model(env, tmp_path):
     """Three labelled images: one goes to validation; model.pt is then written by the validation-driven saver."""
     from monailabel.datastore.local import LocalDatastore
-    from monailabel.tasks.train.bundle import BundleTrainTask
 
     studies = tmp_path / "studies"
     write_study(studies, names=("a", "b", "c"), labels_dir=studies / "labels" / "final", seed=3)
@@ -176,12 +175,21 @@ def test_train_task_with_validation_data_keeps_the_best_model(env, tmp_path):
     if record.exists():
         record.unlink()
     before = model.stat().st_mtime_ns
-    task = BundleTrainTask(str(env["bundle"]), {})
+    task = _train_task(env["bundle"])
     request = {"model": NAME, "max_epochs": 1, "device": "cpu", "multi_gpu": False, "val_split": 0.2}
     task(request, LocalDatastore(str(studies)))
     assert model.stat().st_mtime_ns > before
     assert record.is_file(), "with validation data the best-model saver (and its record) should write model.pt"
     _assert_packager_accepts_the_weights(env["bundle"])
+
+
+def _train_task(bundle: Path):
+    """The app's trainer (``tools/monailabel_train.py``): MONAI Label's ``BundleTrainTask`` reading ``train.json``
+    with the bundle's ``monailabel.json`` overlay merged over it."""
+    sys.path.insert(0, str(TOOLS))
+    from monailabel_train import VLDUNTrainTask
+
+    return VLDUNTrainTask(str(bundle), {})
 
 
 def _assert_packager_accepts_the_weights(bundle: Path) -> None:

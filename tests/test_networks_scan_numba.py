@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from scripts.networks import _numba_kernels as kernels
 from scripts.networks import selective_scan_numba as sn
 from scripts.networks.selective_scan import (
     canonical_backend,
@@ -116,7 +117,7 @@ def test_float32_exp_polynomial_is_accurate():
     @numba.njit
     def apply(x, out):
         for i in range(x.size):
-            out[i] = sn._exp_nonpos(x[i])
+            out[i] = kernels._exp_nonpos(x[i])
 
     x = np.concatenate([np.linspace(-87.3, 0.0, 200_001), -(10.0 ** np.linspace(-8, 0, 1001))]).astype(np.float32)
     out = np.empty_like(x)
@@ -265,7 +266,7 @@ def test_warm_up_inside_no_grad_and_inference_mode():
     for ctx in (torch.no_grad, torch.inference_mode):
         with ctx():
             assert sn.warm_up() >= 0.0
-    assert sn._forward_kernel.signatures and sn._backward_kernel.signatures
+    assert kernels._forward_kernel.signatures and kernels._backward_kernel.signatures
 
 
 def test_copies_of_the_bundle_share_one_compiled_cache(tmp_path):
@@ -274,11 +275,11 @@ def test_copies_of_the_bundle_share_one_compiled_cache(tmp_path):
     An edited copy gets a folder of its own."""
     import shutil
 
-    copy = tmp_path / "selective_scan_numba.py"
-    shutil.copy2(sn.__file__, copy)
-    func = sn._forward_kernel.py_func
-    here = sn._SharedCacheLocator(func, sn.__file__)
-    assert sn._SharedCacheLocator(func, str(copy)).get_cache_path() == here.get_cache_path()
-    assert sn._forward_kernel._cache._cache_path == here.get_cache_path()  # the locator numba actually uses
+    copy = tmp_path / "_numba_kernels.py"
+    shutil.copy2(kernels.__file__, copy)
+    func = kernels._forward_kernel.py_func
+    here = kernels._SharedCacheLocator(func, kernels.__file__)
+    assert kernels._SharedCacheLocator(func, str(copy)).get_cache_path() == here.get_cache_path()
+    assert kernels._forward_kernel._cache._cache_path == here.get_cache_path()  # the locator numba actually uses
     copy.write_text(copy.read_text() + "\n# edited\n")
-    assert sn._SharedCacheLocator(func, str(copy)).get_cache_path() != here.get_cache_path()
+    assert kernels._SharedCacheLocator(func, str(copy)).get_cache_path() != here.get_cache_path()

@@ -76,6 +76,7 @@ def test_bundle_files_are_only_what_a_bundle_carries(bundle_copy):
         "configs/metadata.json",
         "configs/inference.json",
         "configs/train.json",
+        "configs/monailabel.json",
         "configs/logging.conf",
         "scripts/__init__.py",
         "scripts/serving.py",

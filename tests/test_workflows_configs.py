@@ -100,6 +100,7 @@ def test_every_workflow_has_its_run_ids_and_merges():
         (["train.json", "evaluate.json"], ["run", "evaluating"]),
         (["train.json", "clip_finetune.json"], ["run", "training"]),
         (["train.json", "multi_gpu_train.json"], ["run", "training", "finalize"]),
+        (["train.json", "monailabel.json"], ["run", "training"]),
         (["inference.json"], ["run", "inference", "evaluating"]),
     ]:
         p = ConfigParser()
@@ -108,9 +109,10 @@ def test_every_workflow_has_its_run_ids_and_merges():
             assert i in p, (files, i)
         p.resolve_macro_and_relative_ids()
         assert p["training" if "training" in p else "run"] == p["run"]
-    # MONAI Label's BundleTrainTask overrides these ids: they must exist with the expected types
+    # MONAI Label's BundleTrainTask (the app's reads train.json + monailabel.json) overrides these ids: they must
+    # exist with the expected types
     p = ConfigParser()
-    p.read_config(str(CONFIGS / "train.json"))
+    p.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "monailabel.json")])
     assert isinstance(p["train#handlers"], list) and isinstance(p["validate#handlers"], list)
     for i in ["network", "train#dataset#data", "validate#dataset#data", "train#trainer#max_epochs", "device"]:
         assert i in p

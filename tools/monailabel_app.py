@@ -9,7 +9,8 @@ What it does (no network access; MONAI Label 0.8.5):
    ``monailabel apps --download --name monaibundle`` copies) into ``--app-dir`` (kept if it is already there),
    its ``main.py`` as ``monaibundle_main.py``, and writes ``tools/monailabel_main.py`` as the app's ``main.py``:
    the same app, answering bad uploads and failed ``/infer`` requests with a 4xx/5xx that names the image and the
-   problem (MONAI Label itself answers HTTP 500 with no message);
+   problem (MONAI Label itself answers HTTP 500 with no message), and training with the bundle's
+   ``configs/monailabel.json`` merged over ``train.json`` (``tools/monailabel_train.py``, copied next to it);
 2. places the bundle at ``<app>/model/<name>``: a symbolic link to ``--bundle`` by default (training from MONAI
    Label then updates ``bundle/models/model.pt`` in place), or a copy with ``--copy``. The folder name is the
    model name that MONAI Label shows and the one used in ``/infer/<name>`` and ``/train/<name>``;
@@ -45,6 +46,8 @@ DEFAULT_BUNDLE = ROOT / "bundle"
 DEFAULT_NAME = "vldun_mri_ct_segmentation"
 SAMPLE_APP = "monaibundle"
 APP_MAIN = Path(__file__).resolve().with_name("monailabel_main.py")
+#: modules of the app next to its main.py
+APP_MODULES = (Path(__file__).resolve().with_name("monailabel_train.py"),)
 
 #: what is never linked/copied from a bundle into an app (run outputs, caches)
 BUNDLE_IGNORE = ("eval", "runs", ".cache", "mlruns", "__pycache__", "*.pyc", "monailabel_train.json")
@@ -203,6 +206,8 @@ def prepare_app(
         shutil.copytree(sample, app_dir, ignore=ignore, dirs_exist_ok=True)
     shutil.copy2(sample / "main.py", app_dir / "monaibundle_main.py")
     shutil.copy2(APP_MAIN, app_dir / "main.py")
+    for module in APP_MODULES:
+        shutil.copy2(module, app_dir / module.name)
     model_root = app_dir / "model"
     model_root.mkdir(exist_ok=True)
 

@@ -12,6 +12,9 @@ with FastAPI's ``HTTPException``, whose ``detail`` MONAI Label returns as ``{"de
 - ``/infer`` on a study (stored or posted) that cannot be served: 422 naming the image and the problem;
 - any other failure inside ``/infer``: 500 with the innermost error, the image and the model (and the traceback in
   the server log).
+
+Its trainers are ``monailabel_train.VLDUNTrainTask`` (next to it in the app folder): the stock ``BundleTrainTask``
+with the bundle's ``configs/monailabel.json`` merged over ``train.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import monaibundle_main  # the stock sample app; imported as a module so MONAI L
 from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.utils.others.class_utils import unload_module
+from monailabel_train import VLDUNTrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,10 @@ def _bundle_serving(bundle_path: str) -> Any:
 class VLDUNApp(monaibundle_main.MyApp, MONAILabelApp):
     def _serving(self, model: str | None = None) -> Any:
         return _bundle_serving(str(self.models.get(model) or next(iter(self.models.values()))))
+
+    def init_trainers(self):
+        # the stock app's trainers (models with a train.json, none with skip_trainers), with the MONAI Label overlay
+        return {n: VLDUNTrainTask(self.models[n], self.conf) for n in super().init_trainers()}
 
     def init_datastore(self):
         datastore = super().init_datastore()

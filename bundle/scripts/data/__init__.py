@@ -1,7 +1,8 @@
 """Data for the VL-DUN bundle: the built-in demo phantoms and converters from real dataset layouts.
 
-- :func:`ensure_demo_data` (``scripts.data.demo``): deterministic synthetic MRI-like and CT-like 3D phantoms,
-  generated on first use into a cache folder, with a decathlon-style ``datalist.json``.
+- :func:`ensure_demo_data` (``scripts.data.demo``): deterministic synthetic MRI-like and CT-like 3D phantoms
+  (drawn by :func:`generate_phantom`, ``scripts.data.phantoms``), generated on first use into a cache folder, with
+  a decathlon-style ``datalist.json``.
 - :func:`prepare_datalist` (``scripts.data.prepare``): MSD / nnU-Net, ACDC, BraTS 2021 and 2D-slice folders to a
   MONAI datalist JSON with a patient-wise train/validation/test split. The layouts are finders with one signature
   in ``scripts.data.layouts`` (registry ``LAYOUTS``), the file checks are in ``scripts.data.checks``.
@@ -18,11 +19,11 @@ from typing import Any
 # Lazy re-exports (PEP 562), so that ``python -m scripts.data.prepare`` / ``scripts.data.demo`` do not import the
 # module twice (runpy warns when the package already imported the module it is about to run).
 _EXPORTS = {
-    "DEMO_LABELS": "demo",
-    "DEMO_MODALITIES": "demo",
+    "DEMO_LABELS": "phantoms",
+    "DEMO_MODALITIES": "phantoms",
     "default_demo_root": "demo",
     "ensure_demo_data": "demo",
-    "generate_phantom": "demo",
+    "generate_phantom": "phantoms",
     "DataPreparationError": "prepare",
     "prepare_datalist": "prepare",
 }

@@ -11,7 +11,8 @@
   consistency (exact gradient step and output projection) for when the mask is known.
 - :class:`GDFN`, :class:`LayerNorm2d`, :class:`Downsample`, :class:`Upsample` (``restormer.py``).
 - :class:`BiMamba2D` and its settings :class:`MambaConfig` (``bimamba.py``) and :func:`selective_scan`
-  (``selective_scan.py``).
+  (``selective_scan.py``: the reference scan and the dispatcher; the chunked scan in ``selective_scan_chunked.py``,
+  the fused numba scan in ``selective_scan_numba.py`` around the kernels of ``_numba_kernels.py``).
 """
 
 from .amgdm import AMGDM, PriorCrossAttention

@@ -35,11 +35,9 @@ attention uses self-derived tokens, see ``amgdm.py``), ``tune_clip=False`` (CLIP
 ``freq_decouple=False`` (non-decoupled MDPMM, see ``mdpmm.py``), ``seg_head=False``, ``rec_head=False``.
 
 **Construction.** The constructor takes typed plain values; its size defaults are the ``small`` preset's.
-:meth:`VLDUN.from_preset` is the config layer's entry (``train.json``'s ``network_def``): it merges a preset
-(``presets.py``) with the overrides, turns the command line's ``"false"`` strings into bools
-(:func:`scripts.flags.as_bool`) and maps the old names ``use_seg_head`` / ``use_rec_head`` to ``seg_head`` /
-``rec_head`` (with a ``FutureWarning``). The heads are :class:`~scripts.networks.heads.RecHead` and
-:class:`~scripts.networks.heads.SegHead` (``heads.py``); the BiMamba settings reach every layer as one
+:meth:`VLDUN.from_preset` (``train.json``'s ``network_def``) is the config layer's entry: the preset, command-line
+strings and old argument names are handled by :func:`~scripts.networks.presets.preset_arguments`. The heads are in
+``heads.py``, the stage layout in ``stage.py``; the BiMamba settings reach every layer as one
 :class:`~scripts.networks.bimamba.MambaConfig`.
 
 **Parameter count.** :meth:`VLDUN.num_parameters` counts trainable parameters *excluding the open_clip encoder*
@@ -51,7 +49,6 @@ counted.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,30 +58,19 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type
 from torch import nn
 
-from ..flags import as_bool
 from ..prompts import MODALITIES
 from ..transforms.kspace import ifft2c
 from .bimamba import MambaConfig
 from .clip_prior import CLIPPrior
 from .data_consistency import KspaceDataConsistency, check_measurements
 from .heads import RecHead, SegHead
-from .presets import DEFAULT_PRESET, PRESETS, preset_config
+from .presets import BOOL_ARGS, DEFAULT_PRESET, PRESETS, preset_arguments, preset_config
 from .restormer import Downsample, Upsample
-from .stage import UnfoldingStage
+from .stage import FULL_RESOLUTION_STAGES, STAGE_NAMES, UnfoldingStage, stage_layout
 
 __all__ = ["VLDUN", "PRESETS", "DEFAULT_PRESET", "preset_config", "STAGE_NAMES"]
 
-STAGE_NAMES = ("enc1", "enc2", "enc3", "latent", "dec3", "dec2", "dec1", "refine")
-#: stages at the image's own resolution: where the exact k-space data-term gradient is added (data_consistency)
-FULL_RESOLUTION_STAGES = ("enc1", "dec1", "refine")
 OUTPUT_MODES = ("dict", "seg", "restored")
-#: boolean constructor arguments: ``from_preset`` converts the command line's strings, the constructor refuses them
-BOOL_ARGS = tuple(
-    "bias low_res_gdfn use_clip_prior tune_clip freq_decouple seg_head rec_head stage_heads data_consistency "
-    "return_stages".split()
-)
-#: old argument names -> new ones (``from_preset`` maps them, with a FutureWarning)
-RENAMED_ARGS = {"use_seg_head": "seg_head", "use_rec_head": "rec_head"}
 
 
 class VLDUN(nn.Module):
@@ -246,14 +232,9 @@ class VLDUN(nn.Module):
         self.y_level1_up = nn.Conv2d(c1, c2, kernel_size=1, bias=bias)  # y_1 for the 2C stages at full size
         # feature stream
         self.patch_embed = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1, bias=bias)
-        n1, n2, n3, n4 = num_blocks
-        stage_dims = [c1, c2, c3, c4, c3, c2, c2, c2]
-        stage_blocks = [n1, n2, n3, n4, n3, n2, n1, num_refinement_blocks]
-        stage_heads_n = [heads[0], heads[1], heads[2], heads[3], heads[2], heads[1], heads[0], heads[0]]
-        names = list(STAGE_NAMES) if num_refinement_blocks > 0 else list(STAGE_NAMES[:-1])
-        self.stage_names = tuple(names)
-        self.stage_dims = tuple(stage_dims[: len(names)])
-        specs = zip(names, stage_dims, stage_blocks, stage_heads_n)
+        specs = stage_layout(dim, num_blocks, num_refinement_blocks, heads)
+        names = [n for n, _, _, _ in specs]
+        self.stage_names, self.stage_dims = tuple(names), tuple(d for _, d, _, _ in specs)
         self.stages = nn.ModuleDict(
             {
                 n: UnfoldingStage(
@@ -313,16 +294,7 @@ class VLDUN(nn.Module):
             >>> net.preset, net.arch["dim"], net.freq_decouple
             ('tiny', 8, False)
         """
-        for old, new in RENAMED_ARGS.items():
-            if old in overrides:
-                if new in overrides:
-                    raise ValueError(f"VLDUN: {old!r} is the old name of {new!r}; give only {new!r}.")
-                warnings.warn(f"VLDUN argument {old!r} is renamed {new!r}; use {new!r}.", FutureWarning, stacklevel=2)
-                overrides[new] = overrides.pop(old)
-        for key in BOOL_ARGS:
-            if key in overrides:
-                overrides[key] = as_bool(overrides[key], key)
-        net = cls(**preset_config(name, **overrides))
+        net = cls(**preset_arguments(name, overrides))
         net.preset = name
         return net
 
