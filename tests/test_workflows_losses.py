@@ -170,11 +170,48 @@ def test_gradnorm_balance_equalises_the_task_gradients_on_the_shared_features():
         VLDUNLoss(task_balance="uncertainty")
 
 
+class _TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk, self.rec, self.seg = (
+            torch.nn.Conv2d(1, 4, 3, padding=1),
+            torch.nn.Conv2d(4, 1, 1),
+            torch.nn.Conv2d(4, 3, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> dict:
+        z = self.trunk(x)
+        return {"restored": self.rec(z), "seg": self.seg(z), "shared": z}
+
+
+def test_gradnorm_balances_through_distributed_data_parallel_as_without_it(tmp_path):
+    """DDP with find_unused_parameters (the multi-GPU overlay's setting) copies every output through one autograd
+    node; the balance must still be measured on the features the heads read, and equal the plain module's."""
+    import torch.distributed as dist
+
+    torch.manual_seed(0)
+    net, x = _TwoHeads(), torch.rand(2, 1, 8, 8)
+    tg = {"target": torch.rand(2, 1, 8, 8), "label": torch.randint(0, 3, (2, 1, 8, 8))}
+    plain = VLDUNLoss(balance_momentum=0.0)
+    plain(net(x), tg)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
+        out = ddp(x)
+        assert type(out["shared"].grad_fn).__name__ == "_DDPSinkBackward"  # the case this test is about
+        wrapped = VLDUNLoss(balance_momentum=0.0)
+        wrapped(out, tg).backward()
+    finally:
+        dist.destroy_process_group()
+    assert plain.rec_balance != 1.0
+    assert wrapped.rec_balance == pytest.approx(plain.rec_balance, rel=1e-5)
+
+
 def test_gradnorm_without_shared_features_on_the_graph_keeps_the_weight_and_says_so(caplog):
     torch.manual_seed(0)
     feats = torch.randn(2, 4, 8, 8, requires_grad=True)
     pred = {"restored": torch.nn.Conv2d(4, 1, 1)(feats), "seg": torch.nn.Conv2d(4, 3, 1)(feats)}
-    pred["shared"] = feats.detach().clone().requires_grad_(True)  # a copy, as DistributedDataParallel returns
+    pred["shared"] = feats.detach().clone().requires_grad_(True)  # a copy made by some wrapper
     loss = VLDUNLoss()
     tg = {"target": torch.rand(2, 1, 8, 8), "label": torch.randint(0, 3, (2, 1, 8, 8))}
     with caplog.at_level("WARNING"):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, FocalLoss, SSIMLoss
 from torch import nn
+from torch.autograd.graph import GradientEdge
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,22 @@ TERM_NAMES: dict[str, tuple[str, str]] = {
     "mod": ("modality_logits", "modality"),
     "deg": ("degradation_logits", "degradation"),
 }
+
+
+def _head_input(shared: torch.Tensor) -> torch.Tensor | GradientEdge:
+    """What to differentiate with respect to for the features the heads read.
+
+    ``shared`` itself, except under ``DistributedDataParallel(find_unused_parameters=True)``: DDP then passes every
+    output through one identity autograd node (``_DDPSinkBackward``), so the outputs the loss sees are copies and
+    the heads' outputs do not depend on the ``shared`` copy. The gradient edge into that node's input of the same
+    index is the tensor the heads did read.
+    """
+    node = shared.grad_fn
+    if node is not None and type(node).__name__ == "_DDPSinkBackward":
+        inner, index = node.next_functions[shared.output_nr]
+        if inner is not None:
+            return GradientEdge(inner, index)
+    return shared
 
 
 class CharbonnierLoss(nn.Module):
@@ -203,17 +220,18 @@ class VLDUNLoss(nn.Module):
         shared = pred.get("shared")
         if not ("rec" in terms and "seg" in terms and isinstance(shared, torch.Tensor) and shared.requires_grad):
             return
+        target = _head_input(shared)
         grads = [
-            torch.autograd.grad(self.weights[k] * terms[k], shared, retain_graph=True, allow_unused=True)[0]
+            torch.autograd.grad(self.weights[k] * terms[k], target, retain_graph=True, allow_unused=True)[0]
             for k in ("rec", "seg")
         ]
         if any(g is None for g in grads):
-            # DistributedDataParallel hands the outputs through its own autograd node, which cuts ``shared`` off the
-            # graph of the heads: the multiplier then stays where it is, and the user is told once
+            # ``shared`` is not what the heads read (a wrapper other than the DDP one of _head_input): the
+            # multiplier then stays where it is, and the user is told once
             if not self._warned_unused:
                 logger.warning(
                     "VLDUNLoss(task_balance='gradnorm'): the 'shared' features are not on the graph of the "
-                    "restoration and segmentation outputs (e.g. a DistributedDataParallel-wrapped network); the "
+                    "restoration and segmentation outputs (a wrapper copies the outputs); the "
                     "restoration weight stays at lambda_rec x %.3g.",
                     self.rec_balance,
                 )
