@@ -227,3 +227,17 @@ def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
         # the restored volume is back in the input's intensity units (HU for CT, scanner units for MRI)
         r, s = rest.get_fdata(), src.get_fdata()
         assert abs(np.median(r) - np.median(s)) < 0.25 * (s.max() - s.min())
+
+
+@pytest.mark.parametrize("dc", [True, False])
+def test_the_end_of_training_report_evaluates_as_validation_does(dc):
+    """The report's evaluator must hand the network the measurements exactly when validation does: a report made
+    blind of a data-consistency model shows other (worse) numbers than the validation that chose the checkpoint."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(ROOT / "bundle"), "data_consistency": dc})
+    val = parser.get_parsed_content("validate#prepare_batch")
+    assert val.network_keys == (("kspace", "mask") if dc else ())
+    assert val.measurement_dropout == 0.0
+    for path in ("validate#evaluator#prepare_batch", "report#evaluator#prepare_batch"):
+        assert parser[path].replace("::", "#") == "@validate#prepare_batch", path
