@@ -15,9 +15,11 @@ image-domain networks; this module gives VL-DUN the same two ingredients:
   towards ``y`` by a learned weight (``F(x) - lambda * M ⊙ (F(x) - y)``, ``lambda`` initialised to 1 = hard).
 
 **Complex images.** A k-space with unmeasured samples is not Hermitian, so the consistent image is complex even
-when the object is real. The network therefore works on the complex image where exactness needs it: its image
-estimates are the complex zero-filled image ``z0 = F^-1(y)`` plus a learned complex (2-channel) correction, and
-the restored output is the magnitude of the projected complex image (the targets are magnitudes); the complex
+when the object is real. The network therefore works on the complex image where exactness needs it: the stages'
+image estimates are the complex zero-filled image ``z0 = F^-1(y)`` plus a learned complex (2-channel) correction;
+the rec head's estimate is the (magnitude) input image plus a learned complex correction whose real part is the
+blind network's residual, so that one head serves batches with and without measurements; and the restored output
+is the magnitude of the projected complex image (the targets are magnitudes); the complex
 image itself is returned too (``restored_complex``). **Magnitude-only data** (NIfTI/DICOM magnitude images, our
 simulations) are treated as real images with zero phase: the simulated k-space is ``F`` of the clean magnitude, so
 the same model holds exactly.

@@ -376,9 +376,13 @@ class VLDUN(nn.Module):
 
         residual = xp if self.out_channels == self.in_channels else 0.0
         if measured is not None:
-            # complex estimate on top of the complex zero-filled image, projected onto the measurements
+            # the residual is added to the input image, as in the blind network, then projected onto the
+            # measurements: on top of the complex zero-filled image instead, the one rec head would have to learn
+            # target - |z0| for blind batches and target - z0 for measured ones (measurement dropout trains both),
+            # and the measured batches gained ~nothing. With a real target, a residual that is right blind is right
+            # here too (the projection only replaces the measured samples with the exact ones).
             real, imag = self.rec_head(z)[..., :h, :w], self.rec_head_imag(z)[..., :h, :w]
-            image = self.dc_projection(measured["z0"] + torch.complex(real.float(), imag.float()), kspace, mask)
+            image = self.dc_projection(x.float() + torch.complex(real.float(), imag.float()), kspace, mask)
             out["restored_complex"] = image
             out["restored"] = image.abs().to(x.dtype)
         elif self.rec_head is not None:
