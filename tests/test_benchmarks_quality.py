@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -352,7 +353,9 @@ def test_recipe_is_train_json_with_overrides():
         Recipe({"lamda_rec": 3})
     r = Recipe({"learning_rate": 0.002, "preset": "tiny"})
     d = r.describe()
-    assert d["learning_rate"] == 0.002 and d["rec_loss"] == "mse" and d["lambda_rec"] == 10.0
+    declared = json.loads((Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.json").read_text())
+    assert d["learning_rate"] == 0.002 and d["rec_loss"] == "mse" and d["lambda_rec"] == declared["lambda_rec"]
+    assert d["task_balance"] == declared["task_balance"]
     assert d["lr_scheduler"] == "monai.optimizers.WarmupCosineSchedule" and d["optimizer"] == "torch.optim.AdamW"
     net = r.build_vldun(3, {"seg_head": False})
     assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
