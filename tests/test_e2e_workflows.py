@@ -155,7 +155,8 @@ def test_mlflow_run_can_be_read_back(trained):
         assert steps == expected, (k, steps)  # MLflow returns the history in logging order
     assert "train_loss_iter" in keys, keys
     params = run.data.params
-    assert params["preset"] == "tiny" and float(params["lambda_rec"]) == 10.0 and params["epochs"] == "2"
+    declared = json.loads((ROOT / TRAIN).read_text())["lambda_rec"]
+    assert params["preset"] == "tiny" and float(params["lambda_rec"]) == declared and params["epochs"] == "2"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
 
