@@ -304,6 +304,20 @@ def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
         combine.merge_runs([unets, other_test], ["u.json", "j.json"], "l")
     with pytest.raises(ValueError, match="'rec_unet' is in both"):
         combine.merge_runs([unets, _run_file({"rec_unet": {}}, 1200)], ["u.json", "j.json"], "l")
+    # the zero-filled row of the same test set is the same in every run: kept once; different numbers: refused
+    zf = {"iterations": 0, "psnr": [20.0, 21.0, 19.0], "ssim": [0.5, 0.6, 0.4]}
+    res = combine.merge_runs(
+        [_run_file({"zero_filled": dict(zf), "rec_unet": {}}, 300), _run_file({"zero_filled": dict(zf)}, 1200)],
+        ["u.json", "j.json"],
+        "l",
+    )
+    assert list(res["methods"]) == ["zero_filled", "rec_unet"]
+    with pytest.raises(ValueError, match="'zero_filled' is in both"):
+        combine.merge_runs(
+            [_run_file({"zero_filled": dict(zf)}, 300), _run_file({"zero_filled": {**zf, "psnr": [1, 2, 3]}}, 1200)],
+            ["u.json", "j.json"],
+            "l",
+        )
 
 
 def test_merge_cli_writes_a_table_with_both_runs(tmp_path, capsys):

@@ -122,12 +122,23 @@ def _comparable(config: Mapping[str, Any], key: str) -> Any:
     return value
 
 
+def _same_untrained_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Both rows are of a method without training (zero-filled) with the same per-slice metrics."""
+    metrics = ("psnr", "ssim", "dice", "iou")
+    return (
+        a.get("iterations") == b.get("iterations") == 0
+        and any(k in a for k in metrics)
+        and all(a.get(k) == b.get(k) for k in metrics)
+    )
+
+
 def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
     """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
     VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
 
-    Raises ``ValueError`` naming the file and the key when the runs are not comparable, or when a method appears in
-    more than one run (which row to keep would be a silent choice).
+    Raises ``ValueError`` naming the file and the key when the runs are not comparable, or when a trained method
+    appears in more than one run (which row to keep would be a silent choice). An untrained method (zero-filled)
+    whose per-slice metrics are the same in both runs is kept once.
     """
     if len(results) < 2:
         raise ValueError("--merge needs at least two results files")
@@ -147,6 +158,8 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     for r, src in zip(results, sources):
         for m, row in r["methods"].items():
             if m in methods:
+                if _same_untrained_row(methods[m], row):
+                    continue  # the zero-filled input of the same test set: the same numbers in every run
                 raise ValueError(f"method {m!r} is in both {origin[m]} and {src}; drop it from one of them")
             methods[m], origin[m] = row, src
     iterations = sorted({r["config"]["iterations"] for r in results})
