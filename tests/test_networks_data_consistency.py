@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from scripts.networks import VLDUN, DCGradientStep, KspaceDataConsistency
+from scripts.networks import VLDUN, DCCascades, DCGradientStep, KspaceDataConsistency
 from scripts.networks.data_consistency import check_measurements, complex_to_channels
 from scripts.transforms.kspace import KspaceUndersample, fft2c, ifft2c
 from scripts.workflows.engines import PrepareVLDUNBatch
@@ -33,9 +33,10 @@ def _perturb(net, seed=1):
     return net
 
 
-def test_hard_dc_keeps_the_measured_samples_and_fills_the_rest():
+@pytest.mark.parametrize("cascades", [0, 2])
+def test_hard_dc_keeps_the_measured_samples_and_fills_the_rest(cascades):
     clean, degraded, kspace, mask = _measure()
-    net = _perturb(_net(data_consistency=True, dc_projection="hard")).eval()
+    net = _perturb(_net(data_consistency=True, dc_projection="hard", dc_cascades=cascades)).eval()
     with torch.no_grad():
         out = net(degraded, kspace=kspace, mask=mask)
     k_out = fft2c(out["restored_complex"])
@@ -47,13 +48,14 @@ def test_hard_dc_keeps_the_measured_samples_and_fills_the_rest():
     assert torch.allclose(out["restored"], out["restored_complex"].abs())
 
 
-def test_fresh_dc_network_starts_at_its_input_projected_onto_the_measurements():
+@pytest.mark.parametrize("cascades", [0, 2])
+def test_fresh_dc_network_starts_at_its_input_projected_onto_the_measurements(cascades):
     """The zero-initialised rec head adds nothing: the output is the input image with its measured k-space samples
     replaced by the exact ones, which is no farther from the clean image than the input (the blind network starts
-    at its input; both modes share the residual on the input image)."""
+    at its input; both modes share the residual on the input image). Fresh cascades are the identity on top."""
     for seed in range(3):
         clean, degraded, kspace, mask = _measure(seed=seed)
-        net = _net(data_consistency=True).eval()
+        net = _net(data_consistency=True, dc_cascades=cascades).eval()
         with torch.no_grad():
             out = net(degraded, kspace=kspace, mask=mask)
         projected = ifft2c(mask * kspace + (1 - mask) * fft2c(degraded.to(torch.complex64)))
@@ -116,6 +118,63 @@ def test_dc_parts_learn():
     for name in ("enc1", "dec1"):
         assert net.stages[name].dc.embed.weight.grad.abs().sum() > 0
     assert net.stages["enc2"].dc is None  # only the image-resolution stages
+
+
+def test_cascades_are_varnet_blocks_on_the_projected_image():
+    """Each cascade is ``k - w M (k - y) - F(refine(F^-1 k))``: with the refinement switched off and w = 0.5 a
+    cascade halves the distance of the measured samples to y and leaves the others alone."""
+    _, _, kspace, mask = _measure()
+    image = torch.randn(kspace.shape, dtype=torch.complex64)
+    cascades = DCCascades(1, (4, 4, 4, 4, 4, 4))
+    with torch.no_grad():
+        cascades.blocks[0].dc_weight.fill_(0.5)
+    out = fft2c(cascades(image, kspace, mask))
+    k = fft2c(image)
+    m = mask.expand_as(k) > 0
+    assert torch.allclose(out[m], k[m] - 0.5 * (k[m] - kspace[m]), atol=1e-5)
+    assert torch.allclose(out[~m], k[~m], atol=1e-5)
+    with pytest.raises(ValueError, match="num_cascades"):
+        DCCascades(0)
+    with pytest.raises(ValueError, match="six"):
+        DCCascades(1, (8, 16))
+
+
+def test_cascades_learn_and_survive_a_blank_slice():
+    clean, degraded, kspace, mask = _measure()
+    net = _net(data_consistency=True, dc_cascades=1).train()
+    out = net(degraded, kspace=kspace, mask=mask)
+    ((out["restored"] - clean) ** 2).mean().backward()
+    assert net.dc_cascades.blocks[0].model.unet.final_conv.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():  # outside the body: zero image, zero k-space (std 0 in the cascade's normalisation)
+        blank = net(torch.zeros_like(degraded), kspace=torch.zeros_like(kspace), mask=mask)
+    assert torch.isfinite(blank["restored"]).all() and torch.isfinite(blank["seg"]).all()
+    blind = _net(data_consistency=True, dc_cascades=1).eval()
+    assert blind.dc_cascades is not None and _net(dc_cascades=1).dc_cascades is None  # only with DC
+
+
+def test_dc_to_seg_starts_as_the_blind_seg_head_and_learns():
+    _, degraded, kspace, mask = _measure()
+    plain = _perturb(_net(data_consistency=True, dc_cascades=1)).eval()
+    fed = _net(data_consistency=True, dc_cascades=1, dc_to_seg="true")  # the command line's string
+    missing, _ = fed.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["dc_seg_embed.weight", "dc_seg_embed.bias"]
+    fed.eval()
+    with torch.no_grad():
+        assert torch.equal(
+            plain(degraded, kspace=kspace, mask=mask)["seg"], fed(degraded, kspace=kspace, mask=mask)["seg"]
+        )
+        with torch.no_grad():
+            fed.dc_seg_embed.weight.fill_(0.1)
+        assert not torch.equal(
+            plain(degraded, kspace=kspace, mask=mask)["seg"], fed(degraded, kspace=kspace, mask=mask)["seg"]
+        )
+        assert torch.equal(plain(degraded)["seg"], fed(degraded)["seg"])  # blind batches do not use it
+    fed.train()
+    fed(degraded, kspace=kspace, mask=mask)["seg"].square().mean().backward()
+    assert fed.dc_seg_embed.weight.grad.abs().sum() > 0
+    grad = fed.dc_cascades.blocks[0].model.unet.final_conv.weight.grad
+    assert grad is None or grad.abs().sum() == 0  # segmentation reads the restoration but does not train it
 
 
 def test_two_channel_kspace_equals_complex():

@@ -16,6 +16,7 @@ from monai.transforms import Activationsd, AsDiscreted, Compose
 from scripts.workflows.engines import (
     LossTermsHandler,
     PrepareVLDUNBatch,
+    ValidationHandler,
     VLDUNEvaluator,
     VLDUNTrainer,
     class_pair,
@@ -171,3 +172,22 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun():
         TimeBudgetHandler(minutes, clock=lambda: 1e9).attach(engine2)
         engine2.run([0], max_epochs=3)
         assert engine2.state.epoch == 3
+
+
+@pytest.mark.parametrize("max_epochs, expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])
+def test_validation_runs_at_the_interval_and_after_the_last_epoch(max_epochs, expected):
+    from ignite.engine import Engine
+
+    class Validator:
+        def __init__(self):
+            self.epochs = []
+
+        def run(self, epoch):
+            self.epochs.append(epoch)
+
+    trainer = Engine(lambda engine, batch: None)
+    handler = ValidationHandler(interval=2, validator=None, epoch_level=True)
+    handler.validator = Validator()  # MONAI's setter wants an Evaluator; the handler only calls run(epoch)
+    handler.attach(trainer)
+    trainer.run([0], max_epochs=max_epochs)
+    assert handler.validator.epochs == expected

@@ -7,8 +7,9 @@
   prior tokens. Importing this package registers the bundle's small open_clip configs.
 - :class:`AMGDM` (``amgdm.py``): prior-guided gradient-descent module.
 - :class:`MDPMM` (``mdpmm.py``): frequency-aware proximal module.
-- :class:`DCGradientStep`, :class:`KspaceDataConsistency` (``data_consistency.py``): known-operator k-space data
-  consistency (exact gradient step and output projection) for when the mask is known.
+- :class:`DCGradientStep`, :class:`KspaceDataConsistency`, :class:`DCCascades` (``data_consistency.py``):
+  known-operator k-space data consistency (exact gradient step, output projection, VarNet-style cascades) for when
+  the mask is known.
 - :class:`GDFN`, :class:`LayerNorm2d`, :class:`Downsample`, :class:`Upsample` (``restormer.py``).
 - :class:`BiMamba2D` and its settings :class:`MambaConfig` (``bimamba.py``) and :func:`selective_scan`
   (``selective_scan.py``: the reference scan and the dispatcher; the chunked scan in ``selective_scan_chunked.py``,
@@ -18,7 +19,7 @@
 from .amgdm import AMGDM, PriorCrossAttention
 from .bimamba import BiMamba2D, MambaConfig
 from .clip_prior import CLIP_CONFIG_DIR, CLIPPrior, load_state_dict_file, register_clip_configs
-from .data_consistency import DCGradientStep, KspaceDataConsistency
+from .data_consistency import DCCascades, DCGradientStep, KspaceDataConsistency
 from .heads import RecHead, SegHead
 from .mdpmm import MDPMM, frequency_split
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
@@ -33,6 +34,7 @@ __all__ = [
     "BiasFreeLayerNorm",
     "CLIPPrior",
     "CLIP_CONFIG_DIR",
+    "DCCascades",
     "DCGradientStep",
     "DEFAULT_PRESET",
     "Downsample",

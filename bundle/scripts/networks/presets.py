@@ -19,7 +19,7 @@ __all__ = ["BOOL_ARGS", "DEFAULT_PRESET", "PRESETS", "RENAMED_ARGS", "preset_arg
 #: boolean constructor arguments: ``from_preset`` converts the command line's strings, the constructor refuses them
 BOOL_ARGS = tuple(
     "bias low_res_gdfn use_clip_prior tune_clip freq_decouple seg_head rec_head stage_heads data_consistency "
-    "return_stages".split()
+    "return_stages dc_to_seg".split()
 )
 #: old argument names -> new ones (``from_preset`` maps them, with a FutureWarning)
 RENAMED_ARGS = {"use_seg_head": "seg_head", "use_rec_head": "rec_head"}

@@ -28,6 +28,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.handlers import ValidationHandler as MonaiValidationHandler
 from monai.utils import CommonKeys as Keys
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "LossTermsHandler",
     "IterationLossTag",
     "TrackingParamsHandler",
+    "TimeBudgetHandler",
+    "ValidationHandler",
     "loss_terms",
     "class_pair",
 ]
@@ -212,6 +215,29 @@ class LossTermsHandler:
     def _publish(self, engine: Engine) -> None:
         for k, s in self._sums.items():
             engine.state.metrics[f"{self.prefix}{k}"] = s / max(self._counts[k], 1)
+
+
+class ValidationHandler(MonaiValidationHandler):
+    """MONAI's ``ValidationHandler`` that also validates after the last epoch when ``interval`` skips it.
+
+    With ``val_interval`` 2, a run of ``--epochs 1`` (or any odd count) would otherwise end without validating its
+    final weights, so without a best checkpoint (``model.pt``) and with a report on unselected weights. Iteration-level
+    validation is unchanged. The class keeps MONAI's name, so configs that select handlers by class name (the
+    multi-GPU overlay's ``all_rank_handlers``) treat it as the same handler.
+    """
+
+    def attach(self, engine: Engine) -> None:
+        if not self.epoch_level:
+            super().attach(engine)
+            return
+        interval = int(self.interval)
+
+        def due(engine: Engine, epoch: int) -> bool:
+            return epoch % interval == 0 or epoch == engine.state.max_epochs
+
+        engine.add_event_handler(Events.EPOCH_COMPLETED(event_filter=due), self)
+        if self.exec_at_start:
+            engine.add_event_handler(Events.STARTED, self)
 
 
 class TimeBudgetHandler:
