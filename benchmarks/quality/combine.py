@@ -112,7 +112,7 @@ _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lamb
 #: recipe values that only act on a network returning the features both heads read (VL-DUN), or only on the
 #: known-operator methods (measurement_dropout): the other rows of a run trained under one value are the same
 #: computation under the other, so runs may differ in them
-_VLDUN_ONLY_RECIPE_KEYS = ("task_balance", "measurement_dropout")
+_VLDUN_ONLY_RECIPE_KEYS = ("task_balance", "measurement_dropout", "dc_projection", "dc_cascades", "dc_to_seg")
 
 
 def _comparable(config: Mapping[str, Any], key: str) -> Any:

@@ -187,6 +187,9 @@ class Recipe:
             "clip_similarity",
             "preset",
             "measurement_dropout",
+            "dc_projection",
+            "dc_cascades",
+            "dc_to_seg",
         )
         parser = self._parser(None, "MRI", 1)
         out = {k: parser.get_parsed_content(k) for k in keys if k in parser.config}

@@ -121,6 +121,18 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         f"VLDUNLoss {rec} + {r['lambda_seg']}·Dice-CE (+ {r['lambda_mod']}·focal(modality) + "
         f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
         f"CLIP similarity {r.get('clip_similarity')}; the UNets train with the same loss (their own terms)"
+        + _dc_text(r)
+    )
+
+
+def _dc_text(r: Mapping[str, Any]) -> str:
+    """The known-operator settings of ``vldun_dc`` (recorded since 2026-12-02)."""
+    if "dc_cascades" not in r:
+        return ""
+    return (
+        f"; `vldun_dc`: {r.get('dc_projection')} projection, {r['dc_cascades']} VarNet-style cascades, seg head "
+        f"reading the consistent image {'on' if r.get('dc_to_seg') else 'off'}, measurement dropout "
+        f"{r.get('measurement_dropout')}"
     )
 
 
