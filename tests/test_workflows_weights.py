@@ -39,6 +39,24 @@ def test_weights_of_another_preset_name_both_presets_in_one_sentence(tmp_path, t
     assert len(msg.splitlines()) == 1 and err.value.__cause__ is None and err.value.__suppress_context__
 
 
+@pytest.mark.parametrize(
+    "trained, built, hint",
+    [
+        ({}, {"data_consistency": True}, "--data_consistency false"),
+        ({"data_consistency": True, "dc_cascades": 2}, {"data_consistency": True}, "--dc_cascades 2"),
+        ({"data_consistency": True}, {"data_consistency": True, "dc_cascades": 1}, "--dc_cascades 0"),
+        ({"data_consistency": True, "dc_to_seg": True}, {"data_consistency": True}, "--dc_to_seg true"),
+    ],
+)
+def test_weights_with_other_known_operator_parts_name_the_switch(tmp_path, trained, built, hint):
+    path = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    torch.save(VLDUN.from_preset("tiny", num_classes=4, **trained).state_dict(), path)
+    net = VLDUN.from_preset("tiny", num_classes=4, **built)
+    with pytest.raises(RuntimeError, match=f"Run with {hint} to build"):
+        WeightsLoader(str(path), {"model": net}, preset="tiny")(_Engine())
+
+
 def test_a_missing_weights_file_says_how_to_get_one(tmp_path, tiny_state, monkeypatch, capsys):
     net = VLDUN.from_preset("tiny", num_classes=4, clip_pretrained=None)
     with pytest.raises(FileNotFoundError, match="Train first .*train.json.*--load_pretrain false"):

@@ -61,6 +61,25 @@ def missing_weights_message(path: str | os.PathLike) -> str:
     )
 
 
+def _dc_cascades(state: Mapping[str, Any]) -> int:
+    blocks = {k.split(".")[2] for k in state if k.startswith("dc_cascades.blocks.")}
+    return len(blocks)
+
+
+def _dc_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
+    """Command-line switches that build the known-operator parts the weights were trained with."""
+    hint = []
+    file_dc, net_dc = "rec_head_imag.weight" in state, "rec_head_imag.weight" in own
+    if file_dc != net_dc:
+        hint.append(f"--data_consistency {str(file_dc).lower()}")
+    if file_dc and net_dc and _dc_cascades(state) != _dc_cascades(own):
+        hint.append(f"--dc_cascades {_dc_cascades(state)}")
+    file_feed, net_feed = "dc_seg_embed.weight" in state, "dc_seg_embed.weight" in own
+    if file_dc and net_dc and file_feed != net_feed:
+        hint.append(f"--dc_to_seg {str(file_feed).lower()}")
+    return hint
+
+
 def mismatch_message(
     path: str | os.PathLike, state: Mapping[str, Any], network: torch.nn.Module, preset: str | None = None
 ) -> str:
@@ -73,6 +92,7 @@ def mismatch_message(
         hint.append(f"--preset {trained}")
     if _num_classes(state) and _num_classes(state) != _num_classes(own):
         hint.append(f"--num_classes {_num_classes(state)}")
+    hint += _dc_hints(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
