@@ -191,6 +191,8 @@ class Runner:
             name=name,
             grad_probe=getattr(a, "grad_probe", 0) if name.startswith("vldun") else 0,
             network_keys=("kspace", "mask") if known else (),
+            # the VarNet cascade starts from the measured k-space: it has no blind mode to train with dropout
+            measurement_dropout=0.0 if name == "varnet" else None,
         )
 
     def _eval(self, restored: np.ndarray | None, seg_logits: np.ndarray | None) -> dict[str, Any]:

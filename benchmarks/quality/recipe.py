@@ -210,12 +210,13 @@ class Recipe:
         name: str = "",
         grad_probe: int = 0,
         network_keys: Sequence[str] = (),
+        measurement_dropout: float | None = None,
     ) -> dict[str, Any]:
         """Train ``network`` for ``iterations`` steps with the recipe; returns timing, losses and probe records.
 
         ``network_keys``: batch entries passed to the network (``("kspace", "mask")`` for the known-operator
         methods), as ``train.json``'s ``measurement_keys`` do, dropped from a batch with the config's
-        ``measurement_dropout``."""
+        ``measurement_dropout`` (``measurement_dropout`` here overrides it: 0 for a network that cannot run blind)."""
         from ignite.engine import Events
         from monai.handlers import LrScheduleHandler
 
@@ -238,7 +239,15 @@ class Recipe:
             decollate=False,  # no post-processing here: keep the batch output (and its loss) whole
             prepare_batch=PrepareVLDUNBatch(
                 network_keys=network_keys,
-                measurement_dropout=float(parser.get_parsed_content("measurement_dropout")) if network_keys else 0.0,
+                measurement_dropout=(
+                    0.0
+                    if not network_keys
+                    else float(
+                        parser.get_parsed_content("measurement_dropout")
+                        if measurement_dropout is None
+                        else measurement_dropout
+                    )
+                ),
             ),
             train_handlers=[LrScheduleHandler(scheduler, epoch_level=False, print_lr=False)],
         )
