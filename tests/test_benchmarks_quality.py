@@ -375,6 +375,21 @@ def test_recipe_is_train_json_with_overrides():
     assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
 
 
+def test_varnet_trains_with_its_measurements_whatever_the_recipes_dropout(tmp_path):
+    """train.json's measurement dropout trains VL-DUN for blind batches too; the VarNet cascade has no blind mode,
+    so it must get the measurements on every batch (dropout 1 would otherwise drop them all)."""
+    data = _slice_folder(tmp_path / "synth")
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "varnet", "--size", "32",
+        "--iterations", "2", "--batch-size", "2", "--preset", "tiny", "--out-dir", str(tmp_path / "out"), "--tag", "d",
+        "--log-every", "0", "--unet-features", "4,4,4,4,4,4", "--varnet-cascades", "1", "--set",
+        "measurement_dropout=1.0",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    res = json.loads((tmp_path / "out" / "quality_d.json").read_text())
+    assert np.isfinite(res["methods"]["varnet"]["psnr_mean"])
+
+
 @pytest.mark.slow
 def test_methods_train_with_the_bundle_recipe_on_a_validation_split(tmp_path):
     data = _slice_folder(tmp_path / "synth", n_train=10)
