@@ -95,7 +95,12 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(work):
     out = work / "run_a"
-    res = run_cli(train_args(work / "demo", out, "--epochs", "2", "--tracking", "mlflow", "--run_name", "e2e_a"))
+    # validation every epoch (train.json validates every 2nd): the tracking tests read a two-step series
+    res = run_cli(
+        train_args(
+            work / "demo", out, "--epochs", "2", "--val_interval", "1", "--tracking", "mlflow", "--run_name", "e2e_a"
+        )
+    )
     assert res.returncode == 0, res.log[-5000:]
     return out, res
 
