@@ -414,7 +414,7 @@ class VLDUN(nn.Module):
                 # detached: the seg loss trained through it pulls the restored image towards what segments (demo:
                 # MRI / CT gains +1.2 / +1.0 dB against +2.4 / +2.6 without the feed); the restoration is the rec
                 # loss's, segmentation only reads it
-                gain = complex_to_channels(out["restored_complex"].detach()) - torch.cat([x, torch.zeros_like(x)], 1)
+                gain = complex_to_channels(out["restored_complex"].detach() - x.float())
                 gain = F.pad(gain.to(z.dtype), (0, z.shape[-1] - w, 0, z.shape[-2] - h))
                 z_seg = z + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
             out["seg"] = self.seg_head(z_seg)[..., :h, :w]
