@@ -390,6 +390,30 @@ def test_varnet_trains_with_its_measurements_whatever_the_recipes_dropout(tmp_pa
     assert np.isfinite(res["methods"]["varnet"]["psnr_mean"])
 
 
+class _HalfImage(torch.nn.Module):
+    def forward(self, x):
+        return 0.5 * x
+
+
+def test_varnet_cascades_start_from_the_measurements_with_a_unit_coil():
+    """Each cascade is MONAI's ``k - w M (k - y) - F(refine(F^-1 k))`` from ``k = y``: with ``refine(x) = x / 2`` and
+    ``w = 1/2`` the first halves k, the second keeps it (its DC term adds back what the refinement takes), so the
+    output is half the zero-filled magnitude."""
+    from benchmarks.quality.varnet import KspaceVarNet
+    from scripts.transforms.kspace import KspaceUndersample, ifft2c
+
+    us = KspaceUndersample(accelerations=(4.0,), center_fractions=(0.08,)).set_random_state(0)
+    degraded = us(torch.rand(2, 1, 24, 20))
+    net = KspaceVarNet(num_cascades=2, features=(4, 4, 4, 4, 4, 4))
+    for block in net.cascades:
+        block.model = _HalfImage()
+        with torch.no_grad():
+            block.dc_weight.fill_(0.5)
+    out = net(degraded, us.kspace, us.mask)["restored"]
+    assert torch.allclose(out, 0.5 * ifft2c(us.kspace).abs(), atol=1e-6)
+    assert torch.allclose(ifft2c(us.kspace).abs(), degraded, atol=1e-5)  # the same measurements as the input
+
+
 @pytest.mark.slow
 def test_methods_train_with_the_bundle_recipe_on_a_validation_split(tmp_path):
     data = _slice_folder(tmp_path / "synth", n_train=10)

@@ -43,15 +43,10 @@ class KspaceVarNet(nn.Module):
         from monai.apps.reconstruction.complex_utils import complex_abs_t
         from monai.networks.blocks.fft_utils_t import ifftn_centered_t
 
-        from scripts.networks.data_consistency import check_measurements
+        from scripts.networks.data_consistency import check_measurements, single_coil_cascades
 
         kspace, mask = check_measurements(kspace, mask, x)
-        ref = torch.view_as_real(kspace)  # (B, 1, H, W, 2): MONAI's real/imaginary last-axis layout
-        sens = torch.zeros_like(ref)
-        sens[..., 0] = 1.0  # one coil, unit sensitivity
-        sampled = mask[..., None] > 0
-        k = ref
-        for block in self.cascades:
-            k = block(k, ref, sampled, sens)
+        # the cascade starts from the measurements themselves, in MONAI's (B, 1, H, W, 2) real/imaginary layout
+        k = single_coil_cascades(self.cascades, torch.view_as_real(kspace.to(torch.complex64)), kspace, mask)
         image = ifftn_centered_t(k, spatial_dims=2, is_complex=True)
         return {"restored": complex_abs_t(image)}

@@ -31,7 +31,7 @@ the same model holds exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ __all__ = [
     "KspaceDataConsistency",
     "check_measurements",
     "complex_to_channels",
+    "single_coil_cascades",
 ]
 
 DC_PROJECTIONS = ("hard", "soft")
@@ -217,11 +218,23 @@ class DCCascades(nn.Module):
         # FFTs and the normalisation in float32 whatever the autocast context (half-precision FFTs need power-of-2
         # sizes on CUDA and lose the small unmeasured coefficients)
         with torch.autocast(image.device.type, enabled=False):
-            ref = torch.view_as_real(kspace.to(torch.complex64))  # (B, 1, H, W, 2)
-            k = torch.view_as_real(fft2c(image.to(torch.complex64)))
-            sens = torch.zeros_like(ref)
-            sens[..., 0] = 1.0
-            sampled = mask[..., None] > 0
-            for block in self.blocks:
-                k = block(k, ref, sampled, sens)
+            k = single_coil_cascades(self.blocks, torch.view_as_real(fft2c(image.to(torch.complex64))), kspace, mask)
             return ifft2c(torch.view_as_complex(k.contiguous()))
+
+
+def single_coil_cascades(
+    blocks: Iterable[nn.Module], k: torch.Tensor, kspace: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Runs MONAI ``VarNetBlock`` s with one coil of unit sensitivity, so that their sensitivity expand/reduce are the
+    plain centred FFT pair.
+
+    ``k``: the starting k-space in MONAI's (B, 1, H, W, 2) real/imaginary layout; ``kspace`` (B, 1, H, W) complex
+    measurements; ``mask`` (B, 1, H, W). Returns the last block's k-space, (B, 1, H, W, 2).
+    """
+    ref = torch.view_as_real(kspace.to(torch.complex64))
+    sens = torch.zeros_like(ref)
+    sens[..., 0] = 1.0
+    sampled = mask[..., None] > 0
+    for block in blocks:
+        k = block(k, ref, sampled, sens)
+    return k
