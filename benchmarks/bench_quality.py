@@ -56,9 +56,10 @@ budget is ``--iterations 1200`` (labelled *protocol budget*). Examples::
     python benchmarks/bench_quality.py --datasets acdc_8x --split validation --methods vldun --set lambda_rec=30
 
 Results files can be combined afterwards: ``--aggregate OUT.md A.json B.json ...`` summarises runs that differ only
-in ``--train-seed`` (spread over seeds, claims per seed); ``--merge OUT.json A.json B.json ...`` puts methods of runs
-on the same test set and recipe but with different iteration counts or caps into one table with paired claims (e.g.
-VL-DUN capped by wall-clock next to UNets at the same number of iterations); ``--render JSON`` redraws one file.
+in ``--train-seed`` (spread over seeds, claims per seed); ``--merge OUT.json A.json B.json:m1,m2 ...`` puts methods
+of runs on the same test set and recipe but with different iteration counts or caps into one table with paired
+claims (e.g. VL-DUN capped by wall-clock next to UNets at the same number of iterations; ``:m1,m2`` takes only those
+rows of a file); ``--render JSON`` redraws one file.
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ for _p in (str(_REPO / "bundle"), str(_REPO)):
 import torch  # noqa: E402
 
 from benchmarks._slices import load_slices, validation_split  # noqa: E402
-from benchmarks.quality.combine import merge_runs, render_seed_summary  # noqa: E402
+from benchmarks.quality.combine import (  # noqa: E402
+    merge_runs,
+    parse_merge_source,
+    render_seed_summary,
+    select_methods,
+)
 from benchmarks.quality.degradation import (  # noqa: E402
     DEFAULT_DEGRADATION,
     SETTINGS,
@@ -176,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="OUT.json JSON JSON...: one table from runs on the same test set and recipe (iterations may differ)",
+        help="OUT.json JSON[:m1,m2] ...: one table from runs on the same test set and recipe (iterations may differ;"
+        " ':m1,m2' takes only those methods of a file)",
     )
     return p
 
@@ -351,13 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {out}")
         return 0
     if args.merge:
-        out, *files = (Path(f) for f in args.merge)
+        out = Path(args.merge[0])
         if out.suffix != ".json":
             raise SystemExit(f"--merge: the first path is the output and must end in .json, got {out}")
         try:
+            sources = [parse_merge_source(f) for f in args.merge[1:]]
             res = merge_runs(
-                [_load_results(f) for f in files],
-                [f.name for f in files],
+                [select_methods(_load_results(f), methods, f.name) for f, methods in sources],
+                [f.name for f, _ in sources],
                 args.budget_label or "merged runs (see the setup for each run's budget)",
             )
         except ValueError as e:

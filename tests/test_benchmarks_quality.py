@@ -13,7 +13,7 @@ from PIL import Image
 
 from benchmarks import bench_quality as bq
 from benchmarks._slices import load_slices, preprocess_slice
-from benchmarks.quality import combine, degradation, metrics
+from benchmarks.quality import combine, degradation, metrics, report
 from benchmarks.quality.methods import METHODS
 
 
@@ -316,6 +316,33 @@ def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
         combine.merge_runs(
             [_run_file({"zero_filled": dict(zf)}, 300), _run_file({"zero_filled": {**zf, "psnr": [1, 2, 3]}}, 1200)],
             ["u.json", "j.json"],
+            "l",
+        )
+
+
+def test_merge_selects_rows_and_states_the_dc_settings_of_the_vldun_dc_row():
+    assert combine.parse_merge_source("a/b.json") == (Path("a/b.json"), None)
+    assert combine.parse_merge_source("a/b.json:vldun,varnet") == (Path("a/b.json"), ["vldun", "varnet"])
+    with pytest.raises(ValueError, match="no method after"):
+        combine.parse_merge_source("b.json:")
+    small = {"dc_cascades": 2, "overrides": {}}
+    wide = {"dc_cascades": 4, "overrides": {"dc_cascades": 4, "dc_cascade_features": [32] * 6}}
+    base = _run_file({"rec_unet": {}, "vldun_dc": {}}, 300, recipe={"lr_scheduler": "s", **small})
+    other = _run_file({"vldun_dc": {}}, 300, recipe={"lr_scheduler": "s", **wide})
+    with pytest.raises(ValueError, match="no method \\['varnet'\\]"):
+        combine.select_methods(other, ["varnet"], "o.json")
+    # the wide run's overrides touch only the known-operator network: comparable; its row and its settings win
+    res = combine.merge_runs([combine.select_methods(base, ["rec_unet"], "b.json"), other], ["b.json", "o.json"], "l")
+    assert list(res["methods"]) == ["rec_unet", "vldun_dc"]
+    assert res["config"]["recipe"]["dc_cascades"] == 4
+    assert res["config"]["recipe"]["overrides"] == wide["overrides"]
+    assert "4 VarNet-style cascades (BasicUNet features [32, 32, 32, 32, 32, 32])" in report._dc_text(
+        res["config"]["recipe"]
+    )
+    with pytest.raises(ValueError, match="recipe"):  # an override of a shared knob is a different recipe
+        combine.merge_runs(
+            [base, _run_file({"x": {}}, 300, recipe={"lr_scheduler": "s", "overrides": {"lambda_rec": 3}})],
+            ["b.json", "x.json"],
             "l",
         )
 

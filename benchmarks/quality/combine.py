@@ -6,6 +6,7 @@ iteration counts or wall-clock caps, as one table with paired claims).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,14 +113,45 @@ _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lamb
 #: recipe values that only act on a network returning the features both heads read (VL-DUN), or only on the
 #: known-operator methods (measurement_dropout): the other rows of a run trained under one value are the same
 #: computation under the other, so runs may differ in them
-_VLDUN_ONLY_RECIPE_KEYS = ("task_balance", "measurement_dropout", "dc_projection", "dc_cascades", "dc_to_seg")
+_VLDUN_ONLY_RECIPE_KEYS = (
+    "task_balance",
+    "measurement_dropout",
+    "dc_projection",
+    "dc_cascades",
+    "dc_cascade_features",
+    "dc_to_seg",
+)
 
 
 def _comparable(config: Mapping[str, Any], key: str) -> Any:
     value = config.get(key)
     if key == "recipe" and isinstance(value, Mapping):
-        return {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+        out = {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+        out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+        return out
     return value
+
+
+def parse_merge_source(text: str) -> tuple[Path, list[str] | None]:
+    """``FILE.json`` (every method of the file) or ``FILE.json:m1,m2`` (only those rows)."""
+    path, sep, names = text.rpartition(".json:")
+    if not sep:
+        return Path(text), None
+    path += ".json"
+    methods = [m for m in names.split(",") if m]
+    if not methods:
+        raise ValueError(f"{text}: no method after ':'")
+    return Path(path), methods
+
+
+def select_methods(result: Mapping[str, Any], methods: Sequence[str] | None, source: str) -> dict[str, Any]:
+    """``result`` with only ``methods`` (all when None); a name the file does not have is an error."""
+    if methods is None:
+        return dict(result)
+    missing = [m for m in methods if m not in result["methods"]]
+    if missing:
+        raise ValueError(f"{source}: no method {missing} (it has {list(result['methods'])})")
+    return {**result, "methods": {m: result["methods"][m] for m in methods}}
 
 
 def _same_untrained_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -165,6 +197,17 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     iterations = sorted({r["config"]["iterations"] for r in results})
     budgets = sorted({r["config"].get("time_budget") or 0 for r in results})
     config = {**ref["config"], "iterations": iterations[0] if len(iterations) == 1 else iterations}
+    # the known-operator settings the table states are those of the run whose vldun_dc row it shows
+    dc_run = next((r for r in results if "vldun_dc" in r["methods"]), None)
+    if dc_run is not None and isinstance(config.get("recipe"), Mapping):
+        dc_recipe = dc_run["config"].get("recipe") or {}
+        recipe = {k: v for k, v in config["recipe"].items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+        recipe.update({k: v for k, v in dc_recipe.items() if k in _VLDUN_ONLY_RECIPE_KEYS})
+        recipe["overrides"] = {
+            **{k: v for k, v in (recipe.get("overrides") or {}).items() if k not in _VLDUN_ONLY_RECIPE_KEYS},
+            **{k: v for k, v in (dc_recipe.get("overrides") or {}).items() if k in _VLDUN_ONLY_RECIPE_KEYS},
+        }
+        config["recipe"] = recipe
     config["time_budget"] = (budgets[0] or None) if len(budgets) == 1 else [b or None for b in budgets]
     with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
     prefix = ref["title"].split("px,")[0] + "px"

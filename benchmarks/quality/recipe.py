@@ -189,6 +189,7 @@ class Recipe:
             "measurement_dropout",
             "dc_projection",
             "dc_cascades",
+            "dc_cascade_features",
             "dc_to_seg",
         )
         parser = self._parser(None, "MRI", 1)

@@ -129,9 +129,11 @@ def _dc_text(r: Mapping[str, Any]) -> str:
     """The known-operator settings of ``vldun_dc`` (recorded since 2026-12-02)."""
     if "dc_cascades" not in r:
         return ""
+    features = r.get("dc_cascade_features") or (r.get("overrides") or {}).get("dc_cascade_features")
+    widths = f" (BasicUNet features {list(features)})" if features else ""
     return (
-        f"; `vldun_dc`: {r.get('dc_projection')} projection, {r['dc_cascades']} VarNet-style cascades, seg head "
-        f"reading the consistent image {'on' if r.get('dc_to_seg') else 'off'}, measurement dropout "
+        f"; `vldun_dc`: {r.get('dc_projection')} projection, {r['dc_cascades']} VarNet-style cascades{widths}, "
+        f"seg head reading the consistent image {'on' if r.get('dc_to_seg') else 'off'}, measurement dropout "
         f"{r.get('measurement_dropout')}"
     )
 
