@@ -91,6 +91,7 @@ CLAIMS = (
     ("known-operator DC helps (PSNR)", "vldun_dc", "vldun", "psnr"),
     ("known-operator DC keeps Dice", "vldun_dc", "vldun", "dice_per_slice"),
     ("DC VL-DUN vs VarNet (PSNR)", "vldun_dc", "varnet", "psnr"),
+    ("DC joint vs separate (Dice)", "vldun_dc", "sequential", "dice_per_slice"),
 )
 
 
