@@ -501,6 +501,16 @@ def test_merge_ignores_vldun_only_recipe_values_but_not_the_rest():
         combine.merge_runs([unets, other], ["u.json", "j.json"], "label")
 
 
+def test_merge_reads_a_missing_dice_ce_kwargs_as_the_default():
+    recipe = {"learning_rate": 1e-3, "lambda_rec": 1.0, "rec_loss": "mse", "overrides": {}}
+    old = _run_file({"rec_unet": {"iterations": 300}}, 300, recipe=recipe)  # written before the knob existed
+    new = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "dice_ce_kwargs": {}})
+    assert set(combine.merge_runs([old, new], ["o.json", "n.json"], "label")["methods"]) == {"rec_unet", "vldun"}
+    batch = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "dice_ce_kwargs": {"batch": True}})
+    with pytest.raises(ValueError, match="recipe"):  # a different segmentation loss: not the same recipe
+        combine.merge_runs([old, batch], ["o.json", "b.json"], "label")
+
+
 def test_grad_probe_leaves_the_batch_norm_statistics_alone():
     from types import SimpleNamespace
 

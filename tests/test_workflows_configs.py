@@ -241,3 +241,13 @@ def test_the_end_of_training_report_evaluates_as_validation_does(dc):
     assert val.measurement_dropout == 0.0
     for path in ("validate#evaluator#prepare_batch", "report#evaluator#prepare_batch"):
         assert parser[path].replace("::", "#") == "@validate#prepare_batch", path
+
+
+def test_dice_ce_kwargs_of_train_json_reach_the_segmentation_loss():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser["train_modalities"] = ["MRI"]  # the datalist is not needed to build the loss
+    assert parser.get_parsed_content("loss").seg_loss.dice.batch is False  # default: MONAI's per-slice Dice
+    parser["dice_ce_kwargs"] = {"batch": True, "include_background": False}
+    loss = parser.get_parsed_content("loss", lazy=False)
+    assert loss.seg_loss.dice.batch is True and loss.seg_loss.dice.include_background is False

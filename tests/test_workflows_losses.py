@@ -219,3 +219,23 @@ def test_gradnorm_without_shared_features_on_the_graph_keeps_the_weight_and_says
         loss(pred, tg)
     assert loss.rec_balance == 1.0
     assert sum("not on the graph" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_dice_ce_kwargs_reach_monais_dice_ce():
+    from monai.losses import DiceCELoss
+
+    pred, t = _batch(b=2, k=4)
+    for kw in ({"batch": True}, {"include_background": False, "lambda_ce": 0.5}):
+        ours = VLDUNLoss(dice_ce_kwargs=kw).terms(pred, t)["seg"]
+        theirs = DiceCELoss(to_onehot_y=True, softmax=True, **kw)(pred["seg"], t["label"])
+        assert torch.allclose(ours, theirs)
+        assert not torch.allclose(ours, VLDUNLoss().terms(pred, t)["seg"])
+
+
+def test_dice_ce_kwargs_are_checked_against_monai():
+    with pytest.raises(ValueError, match=r"dice_ce_kwargs has \['batch_dice'\]"):
+        VLDUNLoss(dice_ce_kwargs={"batch_dice": True})
+    # what `--dice_ce_kwargs '{"include_background": false}'` gives through fire: a string, truthy as it is
+    assert VLDUNLoss(dice_ce_kwargs={"include_background": "false"}).seg_loss.dice.include_background is False
+    with pytest.raises(ValueError, match="must be true or false"):
+        VLDUNLoss(dice_ce_kwargs={"batch": "yes"})

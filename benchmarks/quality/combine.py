@@ -123,9 +123,14 @@ _VLDUN_ONLY_RECIPE_KEYS = (
 )
 
 
+# recipe keys recorded only since they became train.json knobs: a file written before says nothing, which meant this
+_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}}
+
+
 def _comparable(config: Mapping[str, Any], key: str) -> Any:
     value = config.get(key)
     if key == "recipe" and isinstance(value, Mapping):
+        value = {**_RECIPE_DEFAULTS, **value}
         out = {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
         out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
         return out

@@ -184,6 +184,7 @@ class Recipe:
             "rec_loss",
             "ssim_weight",
             "task_balance",
+            "dice_ce_kwargs",
             "clip_similarity",
             "preset",
             "measurement_dropout",

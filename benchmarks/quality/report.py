@@ -118,8 +118,9 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         rec = f"{r['lambda_rec']}·({r['rec_loss'].upper()} + {r['ssim_weight']}·(1 − SSIM))"
     if r.get("task_balance", "fixed") != "fixed":
         rec = f"{rec} × {r['task_balance']} multiplier"
+    dice = "Dice-CE" + (f" {json.dumps(r['dice_ce_kwargs'])}" if r.get("dice_ce_kwargs") else "")
     return (
-        f"VLDUNLoss {rec} + {r['lambda_seg']}·Dice-CE (+ {r['lambda_mod']}·focal(modality) + "
+        f"VLDUNLoss {rec} + {r['lambda_seg']}·{dice} (+ {r['lambda_mod']}·focal(modality) + "
         f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
         f"CLIP similarity {r.get('clip_similarity')}; the UNets train with the same loss (their own terms)"
         + _dc_text(r)

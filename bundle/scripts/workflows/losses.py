@@ -27,6 +27,7 @@ the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``l
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Mapping
@@ -106,7 +107,9 @@ class VLDUNLoss(nn.Module):
         charbonnier_eps: ε of the Charbonnier loss.
         focal_gamma: focusing parameter γ of the modality focal loss.
         focal_alpha: optional α of the focal loss (``None``: no class balancing).
-        dice_ce_kwargs: extra arguments for ``DiceCELoss`` (e.g. ``{"lambda_dice": 0.5, "lambda_ce": 0.5}``).
+        dice_ce_kwargs: extra arguments for ``DiceCELoss``, e.g. ``{"batch": true}`` (one Dice per class over the
+            whole batch instead of per slice, as nnU-Net does for small structures), ``{"include_background": false}``
+            or ``{"weight": [...]}`` (class weights of the cross-entropy).
         pred_keys / target_keys: override the dictionary keys of :data:`TERM_NAMES` (term -> key).
         num_modalities, num_degradations: how many modality / degradation classes the training data can show
             (``None``: unknown, the weight decides); fewer than 2 switches that term off (a constant target).
@@ -163,6 +166,19 @@ class VLDUNLoss(nn.Module):
         self._warned_unused = False
         kw = {"to_onehot_y": True, "softmax": True}
         kw.update(dict(dice_ce_kwargs or {}))
+        params = inspect.signature(DiceCELoss).parameters
+        unknown = sorted(set(kw) - set(params))
+        if unknown:
+            raise ValueError(
+                f"dice_ce_kwargs has {unknown}, which monai.losses.DiceCELoss does not take; "
+                f"its arguments are {sorted(params)}."
+            )
+        for name, value in kw.items():
+            # the bundle CLI (fire) passes JSON's true/false as strings, and the string "false" is truthy
+            if isinstance(params[name].default, bool) and not isinstance(value, bool):
+                if str(value).lower() not in ("true", "false"):
+                    raise ValueError(f"dice_ce_kwargs[{name!r}] must be true or false, got {value!r}.")
+                kw[name] = str(value).lower() == "true"
         self.seg_loss = DiceCELoss(**kw)
         self.mod_loss = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=float(focal_gamma), alpha=focal_alpha)
         self.pred_keys = {k: v[0] for k, v in TERM_NAMES.items()}
