@@ -253,6 +253,17 @@ def test_seed_summary_verdicts():
     other["config"]["size"] = 64
     with pytest.raises(ValueError, match="differ only"):
         combine.render_seed_summary([run(0, 0.2), other], ["a", "b"])
+    # a file that recorded an overridden value only among the overrides is the same recipe as one that records it
+    overrides = {"dc_cascade_features": [32, 32, 64, 128, 256, 32]}
+    old, new = run(0, 0.2), run(1, 0.3)
+    recipe = {"config": "train.json", "optimizer": "torch.optim.AdamW", "learning_rate": 2e-3, "weight_decay": 1e-4}
+    recipe.update(lr_scheduler="WarmupCosineSchedule", warmup_epochs=1, epochs=22, warmup_start_factor=0.1)
+    old["config"]["recipe"] = {**recipe, "overrides": overrides}
+    new["config"]["recipe"] = {**recipe, "overrides": overrides, **overrides, "dice_ce_kwargs": {}}
+    assert "supported" in combine.render_seed_summary([old, new], ["a", "b"])
+    new["config"]["recipe"]["dc_cascade_features"] = [8] * 6
+    with pytest.raises(ValueError, match="differ only"):
+        combine.render_seed_summary([old, new], ["a", "b"])
 
 
 def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
