@@ -237,5 +237,5 @@ def test_dice_ce_kwargs_are_checked_against_monai():
         VLDUNLoss(dice_ce_kwargs={"batch_dice": True})
     # what `--dice_ce_kwargs '{"include_background": false}'` gives through fire: a string, truthy as it is
     assert VLDUNLoss(dice_ce_kwargs={"include_background": "false"}).seg_loss.dice.include_background is False
-    with pytest.raises(ValueError, match="must be true or false"):
-        VLDUNLoss(dice_ce_kwargs={"batch": "yes"})
+    with pytest.raises(ValueError, match=r"dice_ce_kwargs\['batch'\] must be a boolean"):
+        VLDUNLoss(dice_ce_kwargs={"batch": "treu"})

@@ -29,10 +29,10 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         raise ValueError("no results to aggregate")
     keys = ("dataset", "degradation")
     ref = results[0]
+    cfg_b = {k: v for k, v in _normalised_config(ref["config"]).items() if k != "train_seed"}
     for r in results[1:]:
         same = all(r[k] == ref[k] for k in keys)
         cfg_a = {k: v for k, v in _normalised_config(r["config"]).items() if k != "train_seed"}
-        cfg_b = {k: v for k, v in _normalised_config(ref["config"]).items() if k != "train_seed"}
         if not same or cfg_a != cfg_b:
             raise ValueError("the runs to aggregate must differ only in their training seed")
     seeds = [r["config"].get("train_seed", r["config"]["seed"]) for r in results]
@@ -123,11 +123,11 @@ _VLDUN_ONLY_RECIPE_KEYS = (
 )
 
 
-# recipe keys recorded only since they became train.json knobs: a file written before says nothing, which meant this
+# recipe keys recorded only since they became train.json knobs: a file written before them trained with these values
 _RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}}
 
 
-def normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+def _normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
     """A recorded recipe with the keys older files lack filled in: defaults, and overridden values that were
     recorded only among the overrides (``dc_cascade_features`` before 2026-12-02 evening)."""
     out = {**_RECIPE_DEFAULTS, **recipe}
@@ -139,14 +139,14 @@ def normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
 def _normalised_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(config)
     if isinstance(out.get("recipe"), Mapping):
-        out["recipe"] = normalised_recipe(out["recipe"])
+        out["recipe"] = _normalised_recipe(out["recipe"])
     return out
 
 
 def _comparable(config: Mapping[str, Any], key: str) -> Any:
     value = config.get(key)
     if key == "recipe" and isinstance(value, Mapping):
-        value = normalised_recipe(value)
+        value = _normalised_recipe(value)
         out = {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
         out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
         return out

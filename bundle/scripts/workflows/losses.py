@@ -39,6 +39,8 @@ from monai.losses import DiceCELoss, FocalLoss, SSIMLoss
 from torch import nn
 from torch.autograd.graph import GradientEdge
 
+from ..flags import as_bool
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["VLDUNLoss", "CharbonnierLoss", "REC_LOSSES", "TASK_BALANCE", "TERM_NAMES"]
@@ -174,11 +176,8 @@ class VLDUNLoss(nn.Module):
                 f"its arguments are {sorted(params)}."
             )
         for name, value in kw.items():
-            # the bundle CLI (fire) passes JSON's true/false as strings, and the string "false" is truthy
-            if isinstance(params[name].default, bool) and not isinstance(value, bool):
-                if str(value).lower() not in ("true", "false"):
-                    raise ValueError(f"dice_ce_kwargs[{name!r}] must be true or false, got {value!r}.")
-                kw[name] = str(value).lower() == "true"
+            if isinstance(params[name].default, bool):  # the bundle CLI passes true/false as (truthy) strings
+                kw[name] = as_bool(value, f"dice_ce_kwargs[{name!r}]")
         self.seg_loss = DiceCELoss(**kw)
         self.mod_loss = FocalLoss(to_onehot_y=True, use_softmax=True, gamma=float(focal_gamma), alpha=focal_alpha)
         self.pred_keys = {k: v[0] for k, v in TERM_NAMES.items()}
