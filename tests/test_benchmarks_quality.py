@@ -517,9 +517,29 @@ def test_merge_reads_a_missing_dice_ce_kwargs_as_the_default():
     old = _run_file({"rec_unet": {"iterations": 300}}, 300, recipe=recipe)  # written before the knob existed
     new = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "dice_ce_kwargs": {}})
     assert set(combine.merge_runs([old, new], ["o.json", "n.json"], "label")["methods"]) == {"rec_unet", "vldun"}
-    batch = _run_file({"vldun": {"iterations": 300}}, 300, recipe={**recipe, "dice_ce_kwargs": {"batch": True}})
+    loss = {"dice_ce_kwargs": {"batch": True}}
+    batch = _run_file({"vldun": {}}, 300, recipe={**recipe, **loss, "overrides": loss})
     with pytest.raises(ValueError, match="recipe"):  # a different segmentation loss: not the same recipe
-        combine.merge_runs([old, batch], ["o.json", "b.json"], "label")
+        combine.merge_runs([_run_file({"sequential": {}}, 300, recipe=recipe), batch], ["o.json", "b.json"], "l")
+
+
+def test_merge_lets_restoration_only_rows_join_runs_with_another_segmentation_loss():
+    recipe = {"learning_rate": 1e-3, "rec_loss": "mse", "dice_ce_kwargs": {}, "overrides": {}}
+    loss = {"dice_ce_kwargs": {"batch": True}}
+    rec_only = _run_file({"zero_filled": {}, "rec_unet": {}, "varnet": {}}, 300, recipe=recipe)
+    joint = _run_file({"vldun": {}}, 300, recipe={**recipe, **loss, "overrides": loss})
+    seq = _run_file({"sequential": {}}, 300, recipe={**recipe, **loss, "overrides": loss})
+    for runs in ([rec_only, joint, seq], [joint, rec_only, seq]):
+        res = combine.merge_runs(runs, ["a", "b", "c"], "l")
+        assert set(res["methods"]) == {"zero_filled", "rec_unet", "varnet", "vldun", "sequential"}
+        # the table states the loss its segmenting rows trained with
+        assert res["config"]["recipe"]["dice_ce_kwargs"] == {"batch": True}
+        assert res["config"]["recipe"]["overrides"] == loss
+    with pytest.raises(ValueError, match=r"c: config recipe"):  # two segmenting runs must agree on the loss
+        combine.merge_runs([rec_only, joint, _run_file({"sequential": {}}, 300, recipe=recipe)], ["a", "b", "c"], "l")
+    with pytest.raises(ValueError, match=r"b: config recipe"):  # the other recipe values still count
+        lr = {**recipe, **loss, "learning_rate": 1.0}
+        combine.merge_runs([rec_only, _run_file({"vldun": {}}, 300, recipe=lr)], ["a", "b"], "l")
 
 
 def test_grad_probe_leaves_the_batch_norm_statistics_alone():

@@ -123,6 +123,12 @@ _VLDUN_ONLY_RECIPE_KEYS = (
 )
 
 
+#: recipe values that only act on a segmentation loss, and the methods that train none (restoration only): a run of
+#: nothing but these methods is the same computation under any value, so it merges with runs that set one
+_SEG_LOSS_RECIPE_KEYS = ("dice_ce_kwargs",)
+_NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no_seg"})
+
+
 # recipe keys recorded only since they became train.json knobs: a file written before them trained with these values
 _RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}}
 
@@ -143,14 +149,22 @@ def _normalised_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _comparable(config: Mapping[str, Any], key: str) -> Any:
+def _comparable(config: Mapping[str, Any], key: str, segments: bool = True) -> Any:
+    """``config[key]`` as far as it decides the computation of a merged row; ``segments=False`` for a run whose
+    methods train no segmentation loss (the segmentation-loss values then do not count)."""
     value = config.get(key)
     if key == "recipe" and isinstance(value, Mapping):
+        ignored = _VLDUN_ONLY_RECIPE_KEYS + (() if segments else _SEG_LOSS_RECIPE_KEYS)
         value = _normalised_recipe(value)
-        out = {k: v for k, v in value.items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
-        out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in _VLDUN_ONLY_RECIPE_KEYS}
+        out = {k: v for k, v in value.items() if k not in ignored}
+        out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in ignored}
         return out
     return value
+
+
+def _segments(result: Mapping[str, Any]) -> bool:
+    """The run has a row whose training used a segmentation loss."""
+    return any(m not in _NO_SEG_LOSS_METHODS for m in result["methods"])
 
 
 def parse_merge_source(text: str) -> tuple[Path, list[str] | None]:
@@ -196,16 +210,21 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     if len(results) < 2:
         raise ValueError("--merge needs at least two results files")
     ref, ref_src = results[0], sources[0]
+    # the segmentation-loss values are compared between the runs that train one, against the first of them
+    seg_ref, seg_src = next(((r, s) for r, s in zip(results, sources) if _segments(r)), (ref, ref_src))
     for r, src in zip(results[1:], sources[1:]):
         for key in ("dataset", "degradation", "test_ids"):
             if r.get(key) != ref.get(key):
                 raise ValueError(f"{src}: {key} differs from {ref_src}; only runs on the same test set can be merged")
+        others = [(ref, ref_src)] + ([(seg_ref, seg_src)] if _segments(r) and seg_ref is not ref else [])
         for key in _MERGE_KEYS:
-            if _comparable(r["config"], key) != _comparable(ref["config"], key):
-                raise ValueError(
-                    f"{src}: config {key}={r['config'].get(key)!r} differs from {ref_src} "
-                    f"({ref['config'].get(key)!r}); only runs with the same recipe can be merged"
-                )
+            for other, other_src in others:
+                both = _segments(r) and _segments(other)
+                if _comparable(r["config"], key, both) != _comparable(other["config"], key, both):
+                    raise ValueError(
+                        f"{src}: config {key}={r['config'].get(key)!r} differs from {other_src} "
+                        f"({other['config'].get(key)!r}); only runs with the same recipe can be merged"
+                    )
     methods: dict[str, Any] = {}
     origin: dict[str, str] = {}
     for r, src in zip(results, sources):
@@ -218,6 +237,15 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     iterations = sorted({r["config"]["iterations"] for r in results})
     budgets = sorted({r["config"].get("time_budget") or 0 for r in results})
     config = {**ref["config"], "iterations": iterations[0] if len(iterations) == 1 else iterations}
+    if isinstance(config.get("recipe"), Mapping) and isinstance(seg_ref["config"].get("recipe"), Mapping):
+        # the table states the segmentation loss its segmenting rows were trained with
+        seg_recipe = _normalised_recipe(seg_ref["config"]["recipe"])
+        seg_overrides = seg_ref["config"]["recipe"].get("overrides") or {}
+        config["recipe"] = {**config["recipe"], **{k: seg_recipe[k] for k in _SEG_LOSS_RECIPE_KEYS}}
+        config["recipe"]["overrides"] = {
+            **{k: v for k, v in (config["recipe"].get("overrides") or {}).items() if k not in _SEG_LOSS_RECIPE_KEYS},
+            **{k: v for k, v in seg_overrides.items() if k in _SEG_LOSS_RECIPE_KEYS},
+        }
     # the known-operator settings the table states are those of the run whose vldun_dc row it shows
     dc_run = next((r for r in results if "vldun_dc" in r["methods"]), None)
     if dc_run is not None and isinstance(config.get("recipe"), Mapping):
