@@ -247,10 +247,7 @@ def test_dice_ce_kwargs_of_train_json_reach_the_segmentation_loss():
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
     parser["train_modalities"] = ["MRI"]  # the datalist is not needed to build the loss
-    default = parser.get_parsed_content("loss").seg_loss.dice
-    assert default.batch is True and default.include_background is True  # one Dice per class over the batch
-    parser["dice_ce_kwargs"] = {}  # MONAI's per-slice Dice
-    assert parser.get_parsed_content("loss", lazy=False).seg_loss.dice.batch is False
-    parser["dice_ce_kwargs"] = {"batch": False, "include_background": False}
+    assert parser.get_parsed_content("loss").seg_loss.dice.batch is False  # default: MONAI's per-slice Dice
+    parser["dice_ce_kwargs"] = {"batch": True, "include_background": False}
     loss = parser.get_parsed_content("loss", lazy=False)
-    assert loss.seg_loss.dice.batch is False and loss.seg_loss.dice.include_background is False
+    assert loss.seg_loss.dice.batch is True and loss.seg_loss.dice.include_background is False
