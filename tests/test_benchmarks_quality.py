@@ -408,6 +408,7 @@ def test_recipe_is_train_json_with_overrides():
     declared = json.loads((Path(__file__).resolve().parents[1] / "bundle" / "configs" / "train.json").read_text())
     assert d["learning_rate"] == 0.002 and d["rec_loss"] == "mse" and d["lambda_rec"] == declared["lambda_rec"]
     assert d["task_balance"] == declared["task_balance"]
+    assert d["grad_clip_norm"] is None and declared["train"]["trainer"]["grad_clip_norm"] == "@grad_clip_norm"
     assert d["lr_scheduler"] == "monai.optimizers.WarmupCosineSchedule" and d["optimizer"] == "torch.optim.AdamW"
     net = r.build_vldun(3, {"seg_head": False})
     assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
@@ -426,6 +427,30 @@ def test_varnet_trains_with_its_measurements_whatever_the_recipes_dropout(tmp_pa
     assert bq.main(argv) == 0
     res = json.loads((tmp_path / "out" / "quality_d.json").read_text())
     assert np.isfinite(res["methods"]["varnet"]["psnr_mean"])
+
+
+def test_grad_clip_norm_of_the_recipe_reaches_the_trainer_and_the_table(tmp_path, monkeypatch):
+    from scripts.workflows import engines
+
+    clips = []
+    original = engines.VLDUNTrainer._clip_gradients
+
+    def spy(self, engine):
+        original(self, engine)
+        clips.append((self.grad_clip_norm, engine.state.grad_norm))
+
+    monkeypatch.setattr(engines.VLDUNTrainer, "_clip_gradients", spy)
+    data = _slice_folder(tmp_path / "synth")
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "rec_unet", "--size", "32",
+        "--iterations", "2", "--batch-size", "2", "--out-dir", str(tmp_path / "out"), "--tag", "c",
+        "--log-every", "0", "--unet-features", "4,4,4,4,4,4", "--set", "grad_clip_norm=0.25",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    assert len(clips) == 2 and all(c == 0.25 and np.isfinite(n) for c, n in clips)
+    res = json.loads((tmp_path / "out" / "quality_c.json").read_text())
+    assert res["config"]["recipe"]["grad_clip_norm"] == 0.25
+    assert "gradients clipped to global norm 0.25" in (tmp_path / "out" / "quality_c.md").read_text()
 
 
 class _HalfImage(torch.nn.Module):

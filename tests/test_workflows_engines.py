@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Events
 from ignite.metrics import Accuracy
 from monai.data import DataLoader, Dataset
+from monai.engines.utils import IterationEvents
 from monai.handlers import MeanDice, PeakSignalToNoiseRatio, from_engine
 from monai.networks.nets import UNet
 from monai.transforms import Activationsd, AsDiscreted, Compose
@@ -119,6 +120,63 @@ def test_trainer_logs_every_term_and_learns():
     assert per_epoch[-1]["train_loss"] < 0.7 * per_epoch[0]["train_loss"]
     out = trainer.state.output[0]  # decollated
     assert out["pred"].shape == (2, 16, 16) and out["restored"].shape == (1, 16, 16) and "target" in out
+
+
+def _one_epoch(grad_clip_norm, seen=None, **kwargs):
+    torch.manual_seed(0)
+    net = DictUNet(num_classes=2)
+    trainer = VLDUNTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=DataLoader(Dataset(_data()), batch_size=4),
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), 0.1),
+        loss_function=VLDUNLoss(lambda_rec=100.0),  # large gradients: the norm is far above the clip
+        grad_clip_norm=grad_clip_norm,
+        **kwargs,
+    )
+    if seen is not None:  # handlers run in registration order: this one sees the gradients the optimiser will use
+        trainer.add_event_handler(
+            IterationEvents.BACKWARD_COMPLETED,
+            lambda e: seen.append(
+                float(torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], 1e30))
+            ),
+        )
+    trainer.run()
+    return trainer, [p.detach().clone() for p in net.parameters()]
+
+
+def test_grad_clip_norm_bounds_the_step_and_off_is_the_plain_trainer():
+    seen_free, seen_clipped = [], []
+    _, free = _one_epoch(None, seen_free)
+    trainer, clipped = _one_epoch(0.5, seen_clipped)
+    assert min(seen_free) > 5.0, "the test needs gradients above the clip"
+    assert max(seen_clipped) == pytest.approx(0.5, rel=1e-4)
+    assert trainer.state.grad_norm > 0.5  # the norm before clipping is kept
+    assert any(not torch.equal(a, b) for a, b in zip(free, clipped))
+    # off: the same computation as a trainer built without the argument
+    torch.manual_seed(0)
+    net = DictUNet(num_classes=2)
+    VLDUNTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=DataLoader(Dataset(_data()), batch_size=4),
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), 0.1),
+        loss_function=VLDUNLoss(lambda_rec=100.0),
+    ).run()
+    assert all(torch.equal(a, b) for a, b in zip(free, net.parameters()))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_grad_clip_norm_refuses_values_that_cannot_clip(bad):
+    with pytest.raises(ValueError, match="grad_clip_norm must be a positive finite number"):
+        _one_epoch(bad)
+
+
+def test_grad_clip_norm_refuses_gradient_accumulation():
+    with pytest.raises(ValueError, match="accumulation_steps"):
+        _one_epoch(1.0, accumulation_steps=2)
 
 
 def test_evaluator_wires_predictions_to_the_right_targets():

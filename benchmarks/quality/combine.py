@@ -130,7 +130,7 @@ _NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no
 
 
 # recipe keys recorded only since they became train.json knobs: a file written before them trained with these values
-_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}}
+_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}, "grad_clip_norm": None}
 
 
 def _normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:

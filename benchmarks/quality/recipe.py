@@ -185,6 +185,7 @@ class Recipe:
             "ssim_weight",
             "task_balance",
             "dice_ce_kwargs",
+            "grad_clip_norm",
             "clip_similarity",
             "preset",
             "measurement_dropout",
@@ -252,6 +253,7 @@ class Recipe:
                 ),
             ),
             train_handlers=[LrScheduleHandler(scheduler, epoch_level=False, print_lr=False)],
+            grad_clip_norm=parser.get_parsed_content("grad_clip_norm") if "grad_clip_norm" in parser.config else None,
         )
         losses: list[float] = []
         t0 = time.perf_counter()

@@ -123,6 +123,7 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         f"VLDUNLoss {rec} + {r['lambda_seg']}·{dice} (+ {r['lambda_mod']}·focal(modality) + "
         f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
         f"CLIP similarity {r.get('clip_similarity')}; the UNets train with the same loss (their own terms)"
+        + (f"; gradients clipped to global norm {r['grad_clip_norm']}" if r.get("grad_clip_norm") else "")
         + _dc_text(r)
     )
 

@@ -139,21 +139,48 @@ def flatten_output(output: dict, output_map: Mapping[str, str] = DEFAULT_OUTPUT_
 
 
 class VLDUNTrainer(SupervisedTrainer):
-    """``SupervisedTrainer`` for dict-output networks (same arguments, plus ``output_map``).
+    """``SupervisedTrainer`` for dict-output networks (same arguments, plus ``output_map`` and ``grad_clip_norm``).
 
     The loss receives the raw prediction dict and the target dict; after the loss, the output is flattened (see
     :func:`flatten_output`) and the loss terms of ``loss_function.last_terms`` are added.
     Defaults ``prepare_batch`` to :class:`PrepareVLDUNBatch`. ``attached_handlers`` lists ``train_handlers``, so
     that handlers can find each other (e.g. :class:`IterationLossTag` the ``MLFlowHandler``) without ignite's
     private handler table.
+
+    ``grad_clip_norm``: clip the global L2 norm of the gradients to this value before each optimiser step
+    (``torch.nn.utils.clip_grad_norm_``; with AMP the gradients are unscaled first). ``None`` (default) leaves the
+    gradients as they are, so the training is the same computation as without the argument. The norm before
+    clipping of the last step is ``engine.state.grad_norm``.
     """
 
-    def __init__(self, *args: Any, output_map: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        output_map: Mapping[str, str] | None = None,
+        grad_clip_norm: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
         self.attached_handlers = tuple(kwargs.get("train_handlers") or ())
+        if grad_clip_norm is not None:
+            grad_clip_norm = float(grad_clip_norm)
+            if not grad_clip_norm > 0 or grad_clip_norm == float("inf"):
+                raise ValueError(f"grad_clip_norm must be a positive finite number or null, got {grad_clip_norm}.")
+            if int(kwargs.get("accumulation_steps", 1) or 1) > 1:
+                # the event fires after every backward, so each partial sum would be clipped, not the step's gradient
+                raise ValueError("grad_clip_norm cannot be combined with accumulation_steps > 1.")
         super().__init__(*args, **kwargs)
         self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
+        self.grad_clip_norm = grad_clip_norm
         self.add_event_handler(IterationEvents.LOSS_COMPLETED, self._flatten)
+        if grad_clip_norm is not None:
+            self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip_gradients)
+
+    def _clip_gradients(self, engine: Engine) -> None:
+        if self.amp and self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients; scaler.step then skips its own unscale
+        params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        engine.state.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm))
 
     def _flatten(self, engine: Engine) -> None:
         out = engine.state.output
