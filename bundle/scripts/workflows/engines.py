@@ -19,6 +19,7 @@ dict (``restored``, ``seg``, ``modality_logits``, ``degradation_logits``) and ne
 from __future__ import annotations
 
 import glob
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -164,7 +165,7 @@ class VLDUNTrainer(SupervisedTrainer):
         self.attached_handlers = tuple(kwargs.get("train_handlers") or ())
         if grad_clip_norm is not None:
             grad_clip_norm = float(grad_clip_norm)
-            if not grad_clip_norm > 0 or grad_clip_norm == float("inf"):
+            if not (math.isfinite(grad_clip_norm) and grad_clip_norm > 0):
                 raise ValueError(f"grad_clip_norm must be a positive finite number or null, got {grad_clip_norm}.")
             if int(kwargs.get("accumulation_steps", 1) or 1) > 1:
                 # the event fires after every backward, so each partial sum would be clipped, not the step's gradient
