@@ -155,10 +155,16 @@ def test_grad_clip_norm_bounds_the_step_and_off_is_the_plain_trainer():
     assert all(torch.equal(a, b) for a, b in zip(free, plain))
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan"), "abc", [1.0]])
 def test_grad_clip_norm_refuses_values_that_cannot_clip(bad):
     with pytest.raises(ValueError, match="grad_clip_norm must be a positive finite number"):
         _one_epoch(grad_clip_norm=bad)
+
+
+def test_grad_clip_norm_null_from_the_command_line_is_off():
+    trainer, _ = _one_epoch(grad_clip_norm="null")
+    assert trainer.grad_clip_norm is None and not hasattr(trainer.state, "grad_norm")
+    assert _one_epoch(grad_clip_norm="0.5")[0].grad_clip_norm == 0.5
 
 
 def test_grad_clip_norm_refuses_gradient_accumulation():

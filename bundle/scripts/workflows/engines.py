@@ -163,10 +163,16 @@ class VLDUNTrainer(SupervisedTrainer):
     ) -> None:
         kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
         self.attached_handlers = tuple(kwargs.get("train_handlers") or ())
+        if isinstance(grad_clip_norm, str) and grad_clip_norm.strip().lower() in ("", "none", "null"):
+            grad_clip_norm = None  # `--grad_clip_norm null` on the command line arrives as a string
         if grad_clip_norm is not None:
-            grad_clip_norm = float(grad_clip_norm)
-            if not (math.isfinite(grad_clip_norm) and grad_clip_norm > 0):
-                raise ValueError(f"grad_clip_norm must be a positive finite number or null, got {grad_clip_norm}.")
+            try:
+                value = float(grad_clip_norm)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"grad_clip_norm must be a positive finite number or null, got {grad_clip_norm!r}.")
+            grad_clip_norm = value
             if int(kwargs.get("accumulation_steps", 1) or 1) > 1:
                 # the event fires after every backward, so each partial sum would be clipped, not the step's gradient
                 raise ValueError("grad_clip_norm cannot be combined with accumulation_steps > 1.")
