@@ -450,6 +450,8 @@ def test_grad_clip_norm_of_the_recipe_reaches_the_trainer_and_the_table(tmp_path
     assert len(clips) == 2 and all(c == 0.25 and np.isfinite(n) for c, n in clips)
     res = json.loads((tmp_path / "out" / "quality_c.json").read_text())
     assert res["config"]["recipe"]["grad_clip_norm"] == 0.25
+    trace = res["methods"]["rec_unet"]["trace"]  # the pre-clip norms, one per step, as the trainer saw them
+    assert trace["grad_norm"] == pytest.approx([n for _, n in clips], rel=1e-4) and len(trace["loss"]) == 2
     assert "gradients clipped to global norm 0.25" in (tmp_path / "out" / "quality_c.md").read_text()
 
 
@@ -507,6 +509,11 @@ def test_methods_train_with_the_bundle_recipe_on_a_validation_split(tmp_path):
     assert [r["iteration"] for r in probe] == [1, 3, 6]
     assert all(r["rec"] > 0 and r["seg"] > 0 for r in probe[1:])  # the rec head starts at zero: no rec grad at 1
     assert "grad_probe" not in m["rec_unet"]
+    # each loss term per iteration (no clipping: no gradient norm); the total is the sum the trainer stepped on
+    trace = m["vldun"]["trace"]
+    assert {"loss", "loss_rec", "loss_seg"} <= set(trace) and "grad_norm" not in trace
+    assert all(len(v) == 6 and all(math.isfinite(x) for x in v) for v in trace.values())
+    assert set(m["rec_unet"]["trace"]) == {"loss", "loss_rec"}
     md = (out / "quality_v.md").read_text()
     assert "Task gradients on the shared trunk" in md and "evaluated on the validation part" in md
     assert "lambda_rec=3" in md and "WarmupCosineSchedule" in md

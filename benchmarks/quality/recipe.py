@@ -223,7 +223,7 @@ class Recipe:
         from ignite.engine import Events
         from monai.handlers import LrScheduleHandler
 
-        from scripts.workflows.engines import PrepareVLDUNBatch, VLDUNTrainer
+        from scripts.workflows.engines import PrepareVLDUNBatch, VLDUNTrainer, loss_terms
 
         parser = self._parser(network, modality, iterations)
         loss = parser.get_parsed_content("loss")
@@ -256,15 +256,25 @@ class Recipe:
             grad_clip_norm=parser.get_parsed_content("grad_clip_norm") if "grad_clip_norm" in parser.config else None,
         )
         losses: list[float] = []
+        # every loss term and the pre-clip gradient norm per iteration: a divergence is read from the trace afterwards
+        trace: dict[str, list[float]] = {}
         t0 = time.perf_counter()
 
         @trainer.on(Events.ITERATION_COMPLETED)
         def _record(engine) -> None:
-            losses.append(float(engine.state.output["loss"].detach()))
+            terms = loss_terms(engine.state.output)
+            losses.append(terms["loss"])
+            grad_norm = getattr(engine.state, "grad_norm", None)
+            if grad_norm is not None:
+                terms["grad_norm"] = grad_norm
+            for k, v in terms.items():
+                trace.setdefault(k, []).append(v)
             it = engine.state.iteration
             if log_every and (it % log_every == 0 or it == 1):
                 el = time.perf_counter() - t0
-                print(f"  [{name}] it {it}/{iterations} loss {np.mean(losses[-log_every:]):.4f} {el:.0f}s", flush=True)
+                means = " ".join(f"{k} {np.mean(v[-log_every:]):.4f}" for k, v in trace.items() if k != "grad_norm")
+                peak = f" grad_norm max {max(trace['grad_norm'][-log_every:]):.3g}" if "grad_norm" in trace else ""
+                print(f"  [{name}] it {it}/{iterations} {means}{peak} {el:.0f}s", flush=True)
             if time_budget is not None and time.perf_counter() - t0 >= time_budget:
                 engine.terminate()
 
@@ -280,6 +290,7 @@ class Recipe:
             "loss_first": losses[:1],
             "loss_last": losses[-20:],
             "final_lr": float(optimizer.param_groups[0]["lr"]),
+            "trace": {k: [float(f"{x:.5g}") for x in v] for k, v in trace.items()},
         }
         if probe is not None:
             out["grad_probe"] = [{"iteration": i, **n} for i, n in probe.records]

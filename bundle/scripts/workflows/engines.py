@@ -218,7 +218,11 @@ def loss_terms(output: Any) -> dict[str, float]:
     first = output[0] if isinstance(output, list) and output else output
     if not isinstance(first, Mapping):
         return {}
-    return {k: float(v) for k, v in first.items() if k == Keys.LOSS or str(k).startswith(f"{Keys.LOSS}_")}
+    return {
+        k: float(v.detach() if isinstance(v, torch.Tensor) else v)  # the trainer's loss still holds its graph
+        for k, v in first.items()
+        if k == Keys.LOSS or str(k).startswith(f"{Keys.LOSS}_")
+    }
 
 
 class LossTermsHandler:
