@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from fire import parser as fire_parser
 from monai.bundle import ConfigParser
 
-from scripts.flags import as_bool
+from scripts.flags import as_bool, as_optional_float
 from scripts.networks import VLDUN
 from scripts.workflows.checkpoint import BestModelSaver, ResumeHandler
 
@@ -36,6 +37,18 @@ def test_false_spellings(value):
 def test_anything_else_is_an_error_naming_the_knob(value):
     with pytest.raises(ValueError, match="resume must be a boolean"):
         as_bool(value, "resume")
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("null", None), (" None ", None), ("", None), ("2.5", 2.5),
+                                             (3, 3.0), (0, 0.0), ("-1", -1.0), ("inf", math.inf)])  # fmt: skip
+def test_optional_numbers(value, expected):
+    assert as_optional_float(value, "max_minutes") == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", True, [1.0], {"a": 1}])
+def test_an_optional_number_that_is_not_one_is_an_error_naming_the_knob(value):
+    with pytest.raises(ValueError, match="max_minutes must be a number or null"):
+        as_optional_float(value, "max_minutes")
 
 
 def test_network_switches_accept_cli_strings():

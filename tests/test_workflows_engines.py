@@ -218,11 +218,13 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun():
     # after 3 epochs 33 s are used and the longest epoch took 12 s: a 4th would end past 40 s
     assert engine.state.epoch == 3 and handler.stopped_at_epoch == 3 and now[0] == 33.0
 
-    for minutes in (None, 0):  # disabled: runs every epoch
+    for minutes in (None, 0, "null", float("inf")):  # disabled: runs every epoch (`--max_minutes null` is a string)
         engine2 = Engine(step)
         TimeBudgetHandler(minutes, clock=lambda: 1e9).attach(engine2)
         engine2.run([0], max_epochs=3)
         assert engine2.state.epoch == 3
+    with pytest.raises(ValueError, match="max_minutes must be a number or null, got 'ten'"):
+        TimeBudgetHandler("ten")
 
 
 @pytest.mark.parametrize("max_epochs, expected", [(5, [2, 4, 5]), (4, [2, 4]), (1, [1])])

@@ -32,6 +32,8 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import ValidationHandler as MonaiValidationHandler
 from monai.utils import CommonKeys as Keys
 
+from scripts.flags import as_optional_float
+
 __all__ = [
     "DEFAULT_OUTPUT_MAP",
     "DEFAULT_TARGET_KEYS",
@@ -163,24 +165,21 @@ class VLDUNTrainer(SupervisedTrainer):
     ) -> None:
         kwargs.setdefault("prepare_batch", PrepareVLDUNBatch())
         self.attached_handlers = tuple(kwargs.get("train_handlers") or ())
-        if isinstance(grad_clip_norm, str) and grad_clip_norm.strip().lower() in ("", "none", "null"):
-            grad_clip_norm = None  # `--grad_clip_norm null` on the command line arrives as a string
-        if grad_clip_norm is not None:
-            try:
-                value = float(grad_clip_norm)
-            except (TypeError, ValueError):
-                value = math.nan
+        try:
+            value = as_optional_float(grad_clip_norm, "grad_clip_norm")  # `--grad_clip_norm null` arrives as a string
+        except ValueError:
+            value = math.nan
+        if value is not None:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"grad_clip_norm must be a positive finite number or null, got {grad_clip_norm!r}.")
-            grad_clip_norm = value
             if int(kwargs.get("accumulation_steps", 1) or 1) > 1:
                 # the event fires after every backward, so each partial sum would be clipped, not the step's gradient
                 raise ValueError("grad_clip_norm cannot be combined with accumulation_steps > 1.")
         super().__init__(*args, **kwargs)
         self.output_map = dict(DEFAULT_OUTPUT_MAP if output_map is None else output_map)
-        self.grad_clip_norm = grad_clip_norm
+        self.grad_clip_norm = value
         self.add_event_handler(IterationEvents.LOSS_COMPLETED, self._flatten)
-        if grad_clip_norm is not None:
+        if value is not None:
             self.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self._clip_gradients)
 
     def _clip_gradients(self, engine: Engine) -> None:
@@ -289,12 +288,14 @@ class TimeBudgetHandler:
     (attach it on every rank).
 
     Args:
-        minutes: the budget; ``None`` or <= 0 disables the handler.
+        minutes: the budget; ``None`` (or the command line's ``"null"``), <= 0 or infinity disables the handler; a
+            value that is not a number is refused, naming ``max_minutes``.
         clock: seconds since an arbitrary origin (tests pass a fake clock).
     """
 
     def __init__(self, minutes: float | None, clock: Any = None) -> None:
-        self.seconds = None if minutes is None or float(minutes) <= 0 else 60.0 * float(minutes)
+        value = as_optional_float(minutes, "max_minutes")  # `--max_minutes null` arrives as a string
+        self.seconds = None if value is None or value <= 0 or math.isinf(value) else 60.0 * value
         self.clock = clock or time.monotonic
         self.stopped_at_epoch: int | None = None
 
