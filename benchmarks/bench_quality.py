@@ -38,7 +38,8 @@ settings there); ``--grad-probe N`` records the restoration and segmentation gra
 trunk every N iterations. The sequential pipeline's segmentation network gets the same iterations on top of the
 restoration network it reuses (its reported time is the sum).
 
-Results: ``<out-dir>/quality_<tag>.json`` (every method's summary and per-slice metrics; a later run with the
+Results: ``<out-dir>/quality_<tag>.json`` (every method's summary, per-slice metrics and training ``trace``: each
+loss term and, when ``grad_clip_norm`` is set, the pre-clip gradient norm per iteration; a later run with the
 same tag adds or replaces methods), ``quality_<tag>.md`` (tables, machine, date, exact commands) and
 ``quality_<tag>.png``. Data: ``--datasets`` takes the shared settings ``acdc_8x``, ``acdc_4x``, ``covid_60``
 (found under ``--data-root``, default ``../shared/data`` next to the repository; skipped cleanly when absent) or
