@@ -264,6 +264,14 @@ def test_seed_summary_verdicts():
     new["config"]["recipe"]["dc_cascade_features"] = [8] * 6
     with pytest.raises(ValueError, match="differ only"):
         combine.render_seed_summary([old, new], ["a", "b"])
+    # files from before seg_hidden was recorded trained with their preset's width
+    new["config"]["recipe"]["dc_cascade_features"] = overrides["dc_cascade_features"]
+    old["config"]["recipe"]["preset"] = new["config"]["recipe"]["preset"] = "small"
+    new["config"]["recipe"]["seg_hidden"] = 32
+    assert "supported" in combine.render_seed_summary([old, new], ["a", "b"])
+    new["config"]["recipe"]["seg_hidden"] = 64
+    with pytest.raises(ValueError, match="differ only"):
+        combine.render_seed_summary([old, new], ["a", "b"])
 
 
 def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):

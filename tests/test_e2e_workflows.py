@@ -162,6 +162,8 @@ def test_mlflow_run_can_be_read_back(trained):
     params = run.data.params
     declared = json.loads((ROOT / TRAIN).read_text())["lambda_rec"]
     assert params["preset"] == "tiny" and float(params["lambda_rec"]) == declared and params["epochs"] == "2"
+    assert params["seg_hidden"] == "8" and params["grad_clip_norm"] == "None", "widths and knobs of the run"
+    assert params["dc_cascades"] == str(json.loads((ROOT / TRAIN).read_text())["dc_cascades"])
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert any(a.startswith("config_") and a.endswith(".json") for a in artifacts), artifacts
 

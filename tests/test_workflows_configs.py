@@ -251,3 +251,16 @@ def test_dice_ce_kwargs_of_train_json_reach_the_segmentation_loss():
     parser["dice_ce_kwargs"] = {"batch": True, "include_background": False}
     loss = parser.get_parsed_content("loss", lazy=False)
     assert loss.seg_loss.dice.batch is True and loss.seg_loss.dice.include_background is False
+
+
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_seg_hidden_defaults_to_the_preset_and_reaches_the_segmentation_head(config):
+    """Training and inference must build the same seg head, or weights trained with ``--seg_hidden 64`` would not
+    load into the inference network."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / config))
+    parser.update({"bundle_root": str(ROOT / "bundle"), "preset": "tiny", "data_consistency": False})
+    assert parser.get_parsed_content("seg_hidden") == 8  # the tiny preset's width
+    parser["seg_hidden"] = 12
+    net = parser.get_parsed_content("network_def", lazy=False)
+    assert net.seg_head[0].out_channels == 12 and net.seg_head[-1].in_channels == 12

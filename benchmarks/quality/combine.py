@@ -14,6 +14,7 @@ import numpy as np
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired
 from benchmarks.quality.report import CLAIMS, _recipe_text
+from scripts.networks.presets import PRESETS
 
 __all__ = ["merge_runs", "render_seed_summary"]
 
@@ -115,6 +116,7 @@ _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lamb
 #: computation under the other, so runs may differ in them
 _VLDUN_ONLY_RECIPE_KEYS = (
     "task_balance",
+    "seg_hidden",
     "measurement_dropout",
     "dc_projection",
     "dc_cascades",
@@ -135,10 +137,13 @@ _RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}, "grad_clip_norm": None
 
 def _normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
     """A recorded recipe with the keys older files lack filled in: defaults, and overridden values that were
-    recorded only among the overrides (``dc_cascade_features`` before 2026-12-02 evening)."""
+    recorded only among the overrides (``dc_cascade_features`` before 2026-12-02 evening), and the preset's
+    ``seg_hidden`` (recorded since 2026-12-03)."""
     out = {**_RECIPE_DEFAULTS, **recipe}
     for k, v in (recipe.get("overrides") or {}).items():
         out.setdefault(k, v)
+    if "seg_hidden" not in out and out.get("preset") in PRESETS:  # the preset's width, before it was a knob
+        out["seg_hidden"] = PRESETS[out["preset"]]["seg_hidden"]
     return out
 
 

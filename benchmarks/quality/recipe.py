@@ -188,6 +188,7 @@ class Recipe:
             "grad_clip_norm",
             "clip_similarity",
             "preset",
+            "seg_hidden",
             "measurement_dropout",
             "dc_projection",
             "dc_cascades",
