@@ -310,3 +310,28 @@ def test_scan_backends_agree_and_old_layout_checkpoints_load():
     for (name, _), u, v in zip(fast.named_parameters(), ga, gb):
         if u is not None:
             torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("norm", [["instance", {"affine": True}], ("group", {"num_groups": 4}), "instance"])
+def test_a_per_sample_seg_norm_segments_alike_in_training_and_evaluation(norm):
+    """Batch norm evaluates with running statistics, so a slice's logits depend on the mode and, in training, on the
+    other slices of the batch; a per-sample norm (the JSON list form included) gives one answer either way."""
+    x = torch.rand(3, 1, 24, 16)
+    bn = _tiny()
+    per_sample = _tiny(seg_norm=norm)
+    assert isinstance(bn.seg_head[1], torch.nn.BatchNorm2d) and not isinstance(
+        per_sample.seg_head[1], type(bn.seg_head[1])
+    )
+    assert not any("running" in k for k in per_sample.seg_head.state_dict())
+    with torch.no_grad():
+        seg = {mode: {} for mode in ("train", "eval")}
+        for name, net in (("bn", bn), ("per_sample", per_sample)):
+            net.train()
+            seg["train"][name], single = net(x)["seg"], net(x[:1])["seg"]
+            seg["eval"][name] = net.eval()(x)["seg"]
+            if name == "per_sample":
+                assert torch.allclose(seg["train"][name][:1], single, atol=1e-5)
+            else:
+                assert not torch.allclose(seg["train"][name][:1], single, atol=1e-3)
+    assert torch.allclose(seg["train"]["per_sample"], seg["eval"]["per_sample"], atol=1e-5)
+    assert not torch.allclose(seg["train"]["bn"], seg["eval"]["bn"], atol=1e-3)

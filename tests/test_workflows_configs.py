@@ -254,13 +254,15 @@ def test_dice_ce_kwargs_of_train_json_reach_the_segmentation_loss():
 
 
 @pytest.mark.parametrize("config", ["train.json", "inference.json"])
-def test_seg_hidden_defaults_to_the_preset_and_reaches_the_segmentation_head(config):
-    """Training and inference must build the same seg head, or weights trained with ``--seg_hidden 64`` would not
-    load into the inference network."""
+def test_seg_head_knobs_default_to_the_preset_and_reach_the_segmentation_head(config):
+    """Training and inference must build the same seg head, or weights trained with ``--seg_hidden 64`` (or another
+    ``--seg_norm``) would not load into the inference network."""
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / config))
     parser.update({"bundle_root": str(ROOT / "bundle"), "preset": "tiny", "data_consistency": False})
     assert parser.get_parsed_content("seg_hidden") == 8  # the tiny preset's width
-    parser["seg_hidden"] = 12
+    assert isinstance(parser.get_parsed_content("network_def").seg_head[1], torch.nn.BatchNorm2d)
+    parser.update({"seg_hidden": 12, "seg_norm": ["instance", {"affine": True}]})
     net = parser.get_parsed_content("network_def", lazy=False)
     assert net.seg_head[0].out_channels == 12 and net.seg_head[-1].in_channels == 12
+    assert isinstance(net.seg_head[1], torch.nn.InstanceNorm2d) and net.seg_head[1].affine

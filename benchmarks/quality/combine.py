@@ -117,6 +117,7 @@ _MERGE_KEYS = ("size", "batch_size", "lr", "seed", "train_seed", "preset", "lamb
 _VLDUN_ONLY_RECIPE_KEYS = (
     "task_balance",
     "seg_hidden",
+    "seg_norm",
     "measurement_dropout",
     "dc_projection",
     "dc_cascades",
@@ -132,7 +133,7 @@ _NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no
 
 
 # recipe keys recorded only since they became train.json knobs: a file written before them trained with these values
-_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}, "grad_clip_norm": None}
+_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}, "grad_clip_norm": None, "seg_norm": "batch"}
 
 
 def _normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:

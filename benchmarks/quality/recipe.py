@@ -189,6 +189,7 @@ class Recipe:
             "clip_similarity",
             "preset",
             "seg_hidden",
+            "seg_norm",
             "measurement_dropout",
             "dc_projection",
             "dc_cascades",

@@ -101,6 +101,8 @@ class VLDUN(nn.Module):
         freq_decouple: frequency-decoupled MDPMM (False: "w/o FD" ablation).
         seg_head, rec_head: build the :class:`SegHead` / :class:`RecHead` (False: "w/o Seg/Rec Head" ablations).
         seg_hidden: channels of the seg head's hidden convolutions.
+        seg_norm: the seg head's norm, a MONAI norm spec (``"batch"``, ``("instance", {"affine": True})``, ...; see
+            :class:`SegHead`).
         stage_heads: build the per-stage decoding heads needed by ``return_stages``.
         step_size_init: initial AMGDM step size rho.
         data_consistency: build the known-operator parts (``data_consistency.py``): the exact k-space gradient step
@@ -158,6 +160,7 @@ class VLDUN(nn.Module):
         seg_head: bool = True,
         rec_head: bool = True,
         seg_hidden: int = 32,
+        seg_norm: str | tuple | list = "batch",
         stage_heads: bool = False,
         step_size_init: float = 1.0,
         data_consistency: bool = False,
@@ -264,7 +267,7 @@ class VLDUN(nn.Module):
         # imaginary part of the complex image estimate (the real part is the rec head) and the output projection
         self.rec_head_imag: RecHead | None = RecHead(c2, 1, bias) if data_consistency else None
         self.dc_projection = KspaceDataConsistency(dc_projection) if data_consistency else None
-        self.seg_head: SegHead | None = SegHead(c2, num_classes, seg_hidden) if seg_head else None
+        self.seg_head: SegHead | None = SegHead(c2, num_classes, seg_hidden, seg_norm) if seg_head else None
         if self.has_stage_heads:
             self.stage_decoders = nn.ModuleDict(
                 {n: nn.Conv2d(d, out_channels, kernel_size=3, padding=1) for n, d in zip(names, self.stage_dims)}
