@@ -615,3 +615,30 @@ def test_grad_probe_leaves_the_batch_norm_statistics_alone():
     probe(engine)
     assert probe.records[0][1]["rec"] > 0 and probe.records[0][1]["seg"] > 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_dice_gap_closed_is_measured_between_the_degraded_and_clean_input_unets():
+    from benchmarks.quality.report import dice_gap_closed
+
+    methods = {
+        "seg_unet_degraded": {"dice_mean": 0.4},
+        "seg_unet_clean": {"dice_mean": 0.6},
+        "sequential": {"dice_mean": 0.5, "psnr_mean": 20.0},
+        "vldun": {"dice_mean": 0.35},
+        "rec_unet": {"psnr_mean": 20.0},
+    }
+    closed = dice_gap_closed(methods)
+    assert closed == pytest.approx({"sequential": 0.5, "vldun": -0.25})
+    assert dice_gap_closed({**methods, "seg_unet_clean": {"dice_mean": 0.4}}) == {}  # no gap: nothing to close
+    assert dice_gap_closed({k: v for k, v in methods.items() if k != "seg_unet_clean"}) == {}
+
+    def run(seed, joint):
+        ms = {k: dict(v) for k, v in methods.items()}
+        ms["vldun"]["dice_mean"] = joint
+        config = {"seed": 0, "train_seed": seed, "size": 32, "batch_size": 2, "iterations": 2, "lr": 1e-3}
+        return {"dataset": "d", "degradation": "radial:60", "title": "t", "budget_label": "b", "config": config,
+                "methods": ms}  # fmt: skip
+
+    md = combine.render_seed_summary([run(0, 0.35), run(1, 0.55)], ["a.json", "b.json"])
+    assert "## Dice gap closed, per seed" in md
+    assert "| `vldun` | -25% | +75% |" in md and "| `sequential` | +50% | +50% |" in md

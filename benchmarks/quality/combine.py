@@ -13,7 +13,7 @@ import numpy as np
 
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired
-from benchmarks.quality.report import CLAIMS, _recipe_text
+from benchmarks.quality.report import CLAIMS, GAP_NOTE, _recipe_text, dice_gap_closed
 from scripts.networks.presets import PRESETS
 
 __all__ = ["merge_runs", "render_seed_summary"]
@@ -103,6 +103,13 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         if len(done) < len(signs):
             verdict += f" ({len(done)} of {len(signs)} seeds)"
         lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
+    closed = [dice_gap_closed(r["methods"]) for r in results]
+    if any(closed):
+        lines += ["", "## Dice gap closed, per seed", "", GAP_NOTE, ""]
+        lines += ["| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+        for m in methods:
+            if any(m in c for c in closed):
+                lines.append(f"| `{m}` | " + " | ".join(f"{c[m]:+.0%}" if m in c else "–" for c in closed) + " |")
     return "\n".join(lines) + "\n"
 
 
