@@ -9,6 +9,7 @@ import torch
 
 from scripts.networks import PRESETS, VLDUN, RecHead, SegHead, preset_config
 from scripts.prompts import DEGRADATION_PROMPTS, MODALITIES
+from scripts.transforms.kspace import fft2c
 
 PAPER_PARAMS = 22.77e6  # Table 5
 
@@ -334,3 +335,45 @@ def test_a_per_sample_seg_norm_segments_alike_in_training_and_evaluation(norm):
                 assert not torch.allclose(seg["train"][name][:1], single, atol=1e-3)
     assert torch.allclose(seg["train"]["per_sample"], seg["eval"]["per_sample"], atol=1e-5)
     assert not torch.allclose(seg["train"]["bn"], seg["eval"]["bn"], atol=1e-3)
+
+
+UNET_SEG = {"seg_decoder": "unet", "seg_unet_features": [4, 4, 8, 8, 16, 4], "seg_norm": ["instance", {"affine": True}]}
+
+
+@pytest.mark.parametrize("dc", [False, True])
+def test_the_unet_seg_head_reads_the_restored_image_without_training_it(dc):
+    """The ``"unet"`` seg head sees the restored image (changing it changes the logits) but the segmentation loss
+    must not reach the restoration through it: the rec head's gradient from the seg loss alone is zero, while the
+    shared trunk still gets one."""
+    kw = {**UNET_SEG, "data_consistency": dc, "dc_cascades": 1 if dc else 0, "dc_cascade_features": [4] * 6}
+    net = _tiny(**kw)
+    assert net.seg_head.conv_0.conv_0.conv.in_channels == 1 + 2 * net.arch["dim"]  # image + the 2C features
+    with torch.no_grad():  # a rec head that changes the image (it starts at zero: the output would be the input)
+        net.rec_head.weight.normal_(0, 0.1)
+    x = torch.rand(2, 1, 36, 34)  # not a multiple of 8 or 16: both the network's and the UNet's padding act
+    extra = {}
+    if dc:
+        mask = torch.zeros(2, 1, 36, 34)
+        mask[..., ::3] = 1
+        extra = {"kspace": fft2c(x.to(torch.complex64)) * mask, "mask": mask}
+    out = net(x, **extra)
+    assert out["seg"].shape == (2, 4, 36, 34) and out["restored"].shape == (2, 1, 36, 34)
+    params = [net.rec_head.weight, net.patch_embed.weight]
+    grads = torch.autograd.grad(out["seg"].square().sum(), params, allow_unused=True)
+    assert grads[0] is None and torch.count_nonzero(grads[1]) > 0
+    with torch.no_grad():
+        net.rec_head.weight.mul_(2)
+        assert not torch.allclose(net(x, **extra)["seg"], out["seg"])
+
+
+def test_the_unet_seg_head_without_a_rec_head_reads_the_input_and_conv_is_the_default():
+    net = _tiny(**UNET_SEG, rec_head=False)
+    x = torch.rand(2, 1, 32, 32)
+    assert net(x)["seg"].shape == (2, 4, 32, 32) and "restored" not in net(x)
+    default = _tiny()
+    assert default.seg_decoder == "conv" and isinstance(default.seg_head, SegHead)
+    assert sorted(default.seg_head.state_dict()) == sorted(_tiny(seg_decoder="conv").seg_head.state_dict())
+    with pytest.raises(ValueError, match="seg_decoder must be one of"):
+        _tiny(seg_decoder="transformer")
+    with pytest.raises(ValueError, match="six BasicUNet widths"):
+        _tiny(seg_decoder="unet", seg_unet_features=[4, 4, 8])

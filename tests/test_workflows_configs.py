@@ -266,3 +266,7 @@ def test_seg_head_knobs_default_to_the_preset_and_reach_the_segmentation_head(co
     net = parser.get_parsed_content("network_def", lazy=False)
     assert net.seg_head[0].out_channels == 12 and net.seg_head[-1].in_channels == 12
     assert isinstance(net.seg_head[1], torch.nn.InstanceNorm2d) and net.seg_head[1].affine
+    parser.update({"seg_decoder": "unet", "seg_unet_features": [4, 4, 8, 8, 16, 4]})
+    net = parser.get_parsed_content("network_def", lazy=False)
+    assert net.seg_decoder == "unet" and net.seg_head.final_conv.out_channels == net.num_classes
+    assert net.seg_head.conv_0.conv_0.conv.out_channels == 4

@@ -125,6 +125,8 @@ _VLDUN_ONLY_RECIPE_KEYS = (
     "task_balance",
     "seg_hidden",
     "seg_norm",
+    "seg_decoder",
+    "seg_unet_features",
     "measurement_dropout",
     "dc_projection",
     "dc_cascades",
@@ -140,7 +142,13 @@ _NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no
 
 
 # recipe keys recorded only since they became train.json knobs: a file written before them trained with these values
-_RECIPE_DEFAULTS: dict[str, Any] = {"dice_ce_kwargs": {}, "grad_clip_norm": None, "seg_norm": "batch"}
+_RECIPE_DEFAULTS: dict[str, Any] = {
+    "dice_ce_kwargs": {},
+    "grad_clip_norm": None,
+    "seg_norm": "batch",
+    "seg_decoder": "conv",
+    "seg_unet_features": [32, 32, 64, 128, 256, 32],
+}
 
 
 def _normalised_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:

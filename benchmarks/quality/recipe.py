@@ -190,6 +190,8 @@ class Recipe:
             "preset",
             "seg_hidden",
             "seg_norm",
+            "seg_decoder",
+            "seg_unet_features",
             "measurement_dropout",
             "dc_projection",
             "dc_cascades",

@@ -2,7 +2,7 @@
 
 - :class:`VLDUN` (``vldun.py``): the unfolded network; its presets (:data:`PRESETS`, :func:`preset_config`) are in
   ``presets.py``, one unfolding stage (:class:`UnfoldingStage`) in ``stage.py``.
-- :class:`RecHead`, :class:`SegHead` (``heads.py``): the restoration and segmentation heads.
+- :class:`RecHead`, :class:`SegHead`, :class:`SegUNetHead` (``heads.py``): the restoration and segmentation heads.
 - :class:`CLIPPrior` (``clip_prior.py``): open_clip visual encoder + modality classifier, cached text prompt bank,
   prior tokens. Importing this package registers the bundle's small open_clip configs.
 - :class:`AMGDM` (``amgdm.py``): prior-guided gradient-descent module.
@@ -20,7 +20,7 @@ from .amgdm import AMGDM, PriorCrossAttention
 from .bimamba import BiMamba2D, MambaConfig
 from .clip_prior import CLIP_CONFIG_DIR, CLIPPrior, load_state_dict_file, register_clip_configs
 from .data_consistency import DCCascades, DCGradientStep, KspaceDataConsistency
-from .heads import RecHead, SegHead
+from .heads import RecHead, SegHead, SegUNetHead
 from .mdpmm import MDPMM, frequency_split
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
 from .restormer import GDFN, BiasFreeLayerNorm, Downsample, LayerNorm2d, Upsample, WithBiasLayerNorm
@@ -47,6 +47,7 @@ __all__ = [
     "PriorCrossAttention",
     "RecHead",
     "SegHead",
+    "SegUNetHead",
     "STAGE_NAMES",
     "UnfoldingStage",
     "Upsample",

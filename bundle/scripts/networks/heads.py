@@ -1,16 +1,29 @@
 """The two task heads of VL-DUN (paper Fig. 2): the restoration head and the segmentation head.
 
-Both read the final 2C feature map of the unfolded network. Their layers keep the state-dict keys the network had
+Both read the final 2C feature map of the unfolded network. :class:`SegUNetHead` is the alternative segmentation
+head (``seg_decoder="unet"``): a U-shaped decoder that reads the restored image with those features. The paper's
+heads keep the state-dict keys the network had
 when the heads were plain layers (``rec_head.weight``, ``rec_head_imag.weight``, ``seg_head.0.weight`` ...
 ``seg_head.6.bias``), so checkpoints saved before these classes existed load unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from monai.networks.layers.utils import get_norm_layer
+from monai.networks.nets import BasicUNet
 from torch import nn
 
-__all__ = ["RecHead", "SegHead"]
+__all__ = ["RecHead", "SegHead", "SegUNetHead", "SEG_DECODERS"]
+
+#: the segmentation heads ``VLDUN(seg_decoder=...)`` builds
+SEG_DECODERS = ("conv", "unet")
+
+
+def _norm_spec(norm: str | tuple | list) -> str | tuple:
+    """A MONAI norm spec; a list (what JSON configs give) is read as the ``(name, kwargs)`` tuple."""
+    return tuple(norm) if isinstance(norm, list) else norm
 
 
 class RecHead(nn.Conv2d):
@@ -60,8 +73,7 @@ class SegHead(nn.Sequential):
     def __init__(
         self, in_channels: int, num_classes: int, hidden: int = 32, norm: str | tuple | list = "batch"
     ) -> None:
-        if isinstance(norm, list):
-            norm = tuple(norm)
+        norm = _norm_spec(norm)
         super().__init__(
             nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1, bias=False),
             get_norm_layer(norm, spatial_dims=2, channels=hidden),
@@ -70,4 +82,51 @@ class SegHead(nn.Sequential):
             get_norm_layer(norm, spatial_dims=2, channels=hidden),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, num_classes, kernel_size=1, bias=True),
+        )
+
+
+class SegUNetHead(BasicUNet):
+    """Segmentation head with its own receptive field: a MONAI ``BasicUNet`` on the restored image and the features.
+
+    The paper's :class:`SegHead` is two 3x3 convolutions, so everything it segments with must already be in the
+    shared features, which the restoration loss shapes too; at our budgets its Dice stayed well below a segmentation
+    UNet run on the restored image (the sequential baseline), the myocardium near 0. This head is that UNet inside
+    the joint network: it reads ``cat(restored image, features)``, so one network holds a restoration at least as
+    good as the separate UNet's and a segmentation that can use both the image and the unfolding's features. VL-DUN
+    gives it the restored image detached: the segmentation loss trained through the image pulls it towards what
+    segments, at the cost of PSNR (measured with ``dc_to_seg``); the seg loss still reaches the shared features.
+
+    Args:
+        in_channels: channels of the features (2C).
+        num_classes: logit channels (background included).
+        image_channels: channels of the restored image concatenated in front of the features.
+        features: the six ``BasicUNet`` widths.
+        norm: a MONAI norm spec (a JSON list is read as ``(name, kwargs)``).
+
+    Forward: ``(B, image_channels + in_channels, H, W)`` -> ``(B, num_classes, H, W)`` logits (any H, W: MONAI's
+    up-sampling pads odd sizes).
+
+    Example::
+
+        >>> head = SegUNetHead(32, num_classes=4, features=(8, 8, 16, 32, 64, 8), norm="batch")
+        >>> head(torch.randn(2, 1 + 32, 24, 24)).shape
+        torch.Size([2, 4, 24, 24])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_channels: int = 1,
+        features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        norm: str | tuple | list = ("instance", {"affine": True}),
+    ) -> None:
+        if len(features) != 6:
+            raise ValueError(f"seg_unet_features needs the six BasicUNet widths, got {list(features)}.")
+        super().__init__(
+            spatial_dims=2,
+            in_channels=image_channels + in_channels,
+            out_channels=num_classes,
+            features=tuple(int(f) for f in features),
+            norm=_norm_spec(norm),
         )

@@ -63,7 +63,7 @@ from ..transforms.kspace import ifft2c
 from .bimamba import MambaConfig
 from .clip_prior import CLIPPrior
 from .data_consistency import DCCascades, KspaceDataConsistency, check_measurements, complex_to_channels
-from .heads import RecHead, SegHead
+from .heads import SEG_DECODERS, RecHead, SegHead, SegUNetHead
 from .presets import BOOL_ARGS, DEFAULT_PRESET, PRESETS, preset_arguments, preset_config
 from .restormer import Downsample, Upsample
 from .stage import FULL_RESOLUTION_STAGES, STAGE_NAMES, UnfoldingStage, stage_layout
@@ -103,6 +103,9 @@ class VLDUN(nn.Module):
         seg_hidden: channels of the seg head's hidden convolutions.
         seg_norm: the seg head's norm, a MONAI norm spec (``"batch"``, ``("instance", {"affine": True})``, ...; see
             :class:`SegHead`).
+        seg_decoder: ``"conv"`` (the paper's :class:`SegHead` on the features) or ``"unet"`` (:class:`SegUNetHead`:
+            a ``BasicUNet`` on the detached restored image and the features; ``seg_hidden`` is then unused).
+        seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` seg head.
         stage_heads: build the per-stage decoding heads needed by ``return_stages``.
         step_size_init: initial AMGDM step size rho.
         data_consistency: build the known-operator parts (``data_consistency.py``): the exact k-space gradient step
@@ -161,6 +164,8 @@ class VLDUN(nn.Module):
         rec_head: bool = True,
         seg_hidden: int = 32,
         seg_norm: str | tuple | list = "batch",
+        seg_decoder: str = "conv",
+        seg_unet_features: Sequence[int] = (32, 32, 64, 128, 256, 32),
         stage_heads: bool = False,
         step_size_init: float = 1.0,
         data_consistency: bool = False,
@@ -184,6 +189,8 @@ class VLDUN(nn.Module):
             raise ValueError(f"num_blocks and heads need 4 entries (one per level), got {num_blocks}, {heads}.")
         if not (seg_head or rec_head):
             raise ValueError("at least one of seg_head and rec_head must be True.")
+        if seg_decoder not in SEG_DECODERS:
+            raise ValueError(f"seg_decoder must be one of {SEG_DECODERS}, got {seg_decoder!r}.")
         if data_consistency and not (rec_head and in_channels == out_channels == 1):
             raise ValueError("data_consistency needs the rec head and single-channel images (in/out_channels 1).")
         if modalities is None:
@@ -206,6 +213,7 @@ class VLDUN(nn.Module):
         self.in_channels, self.out_channels, self.num_classes = in_channels, out_channels, num_classes
         self.use_clip_prior, self.use_seg_head, self.use_rec_head = use_clip_prior, seg_head, rec_head
         self.freq_decouple = freq_decouple
+        self.seg_decoder = seg_decoder
         self.has_stage_heads = stage_heads
         self.set_output(output)
         self.return_stages = return_stages
@@ -267,7 +275,12 @@ class VLDUN(nn.Module):
         # imaginary part of the complex image estimate (the real part is the rec head) and the output projection
         self.rec_head_imag: RecHead | None = RecHead(c2, 1, bias) if data_consistency else None
         self.dc_projection = KspaceDataConsistency(dc_projection) if data_consistency else None
-        self.seg_head: SegHead | None = SegHead(c2, num_classes, seg_hidden, seg_norm) if seg_head else None
+        self.seg_head: SegHead | SegUNetHead | None = None
+        if seg_head and seg_decoder == "unet":
+            image_channels = out_channels if rec_head else in_channels  # the input image when there is no restoration
+            self.seg_head = SegUNetHead(c2, num_classes, image_channels, seg_unet_features, seg_norm)
+        elif seg_head:
+            self.seg_head = SegHead(c2, num_classes, seg_hidden, seg_norm)
         if self.has_stage_heads:
             self.stage_decoders = nn.ModuleDict(
                 {n: nn.Conv2d(d, out_channels, kernel_size=3, padding=1) for n, d in zip(names, self.stage_dims)}
@@ -420,6 +433,11 @@ class VLDUN(nn.Module):
                 gain = complex_to_channels(out["restored_complex"].detach() - x.float())
                 gain = F.pad(gain.to(z.dtype), (0, z.shape[-1] - w, 0, z.shape[-2] - h))
                 z_seg = z + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
+            if self.seg_decoder == "unet":
+                # detached, as the dc_to_seg gain: segmentation reads the restoration, the rec loss makes it
+                image = out["restored"] if "restored" in out else x
+                image = self._pad(image.detach().to(z.dtype)).contiguous(memory_format=torch.channels_last)
+                z_seg = torch.cat([image, z_seg], dim=1)
             out["seg"] = self.seg_head(z_seg)[..., :h, :w]
         if self.training and self.output == "dict" and torch.is_grad_enabled():
             out["shared"] = z  # the features both heads read: the joint loss balances the tasks' gradients here
