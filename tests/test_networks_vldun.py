@@ -377,3 +377,24 @@ def test_the_unet_seg_head_without_a_rec_head_reads_the_input_and_conv_is_the_de
         _tiny(seg_decoder="transformer")
     with pytest.raises(ValueError, match="six BasicUNet widths"):
         _tiny(seg_decoder="unet", seg_unet_features=[4, 4, 8])
+
+
+@pytest.mark.parametrize("seg_decoder", ["conv", "unet"])
+def test_seg_feature_grad_scales_only_the_segmentation_gradient_into_the_trunk(seg_decoder):
+    kw = {**UNET_SEG, "seg_decoder": seg_decoder}
+    x = torch.rand(2, 1, 32, 32)
+    outs, grads = {}, {}
+    for g in (1.0, 0.5, 0.0):
+        net = _tiny(**kw, seg_feature_grad=g)
+        out = net(x)
+        outs[g] = out["seg"].detach()
+        seg_grad = torch.autograd.grad(out["seg"].square().sum(), net.patch_embed.weight, retain_graph=True)[0]
+        rec_grad = torch.autograd.grad(out["restored"].sum(), net.rec_head.weight)[0]
+        grads[g] = (seg_grad, rec_grad)
+    for g in (0.5, 0.0):
+        torch.testing.assert_close(outs[g], outs[1.0])  # forward values do not depend on the factor
+        torch.testing.assert_close(grads[g][0], g * grads[1.0][0])
+        torch.testing.assert_close(grads[g][1], grads[1.0][1])  # the restoration's own gradient is untouched
+    assert torch.count_nonzero(grads[1.0][0]) > 0
+    with pytest.raises(ValueError, match="seg_feature_grad must be in"):
+        _tiny(seg_feature_grad=1.5)

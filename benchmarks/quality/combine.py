@@ -127,6 +127,7 @@ _VLDUN_ONLY_RECIPE_KEYS = (
     "seg_norm",
     "seg_decoder",
     "seg_unet_features",
+    "seg_feature_grad",
     "measurement_dropout",
     "dc_projection",
     "dc_cascades",
@@ -148,6 +149,7 @@ _RECIPE_DEFAULTS: dict[str, Any] = {
     "seg_norm": "batch",
     "seg_decoder": "conv",
     "seg_unet_features": [32, 32, 64, 128, 256, 32],
+    "seg_feature_grad": 1.0,
 }
 
 

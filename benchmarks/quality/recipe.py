@@ -192,6 +192,7 @@ class Recipe:
             "seg_norm",
             "seg_decoder",
             "seg_unet_features",
+            "seg_feature_grad",
             "measurement_dropout",
             "dc_projection",
             "dc_cascades",

@@ -106,6 +106,9 @@ class VLDUN(nn.Module):
         seg_decoder: ``"conv"`` (the paper's :class:`SegHead` on the features) or ``"unet"`` (:class:`SegUNetHead`:
             a ``BasicUNet`` on the detached restored image and the features; ``seg_hidden`` is then unused).
         seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` seg head.
+        seg_feature_grad: the factor on the segmentation loss's gradient into the shared features (1: the paper's
+            joint training; 0: the seg head reads them detached, so only the restoration trains the trunk). The
+            forward values are the same for every factor.
         stage_heads: build the per-stage decoding heads needed by ``return_stages``.
         step_size_init: initial AMGDM step size rho.
         data_consistency: build the known-operator parts (``data_consistency.py``): the exact k-space gradient step
@@ -166,6 +169,7 @@ class VLDUN(nn.Module):
         seg_norm: str | tuple | list = "batch",
         seg_decoder: str = "conv",
         seg_unet_features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        seg_feature_grad: float = 1.0,
         stage_heads: bool = False,
         step_size_init: float = 1.0,
         data_consistency: bool = False,
@@ -191,6 +195,8 @@ class VLDUN(nn.Module):
             raise ValueError("at least one of seg_head and rec_head must be True.")
         if seg_decoder not in SEG_DECODERS:
             raise ValueError(f"seg_decoder must be one of {SEG_DECODERS}, got {seg_decoder!r}.")
+        if not 0.0 <= float(seg_feature_grad) <= 1.0:
+            raise ValueError(f"seg_feature_grad must be in [0, 1], got {seg_feature_grad}.")
         if data_consistency and not (rec_head and in_channels == out_channels == 1):
             raise ValueError("data_consistency needs the rec head and single-channel images (in/out_channels 1).")
         if modalities is None:
@@ -213,7 +219,7 @@ class VLDUN(nn.Module):
         self.in_channels, self.out_channels, self.num_classes = in_channels, out_channels, num_classes
         self.use_clip_prior, self.use_seg_head, self.use_rec_head = use_clip_prior, seg_head, rec_head
         self.freq_decouple = freq_decouple
-        self.seg_decoder = seg_decoder
+        self.seg_decoder, self.seg_feature_grad = seg_decoder, float(seg_feature_grad)
         self.has_stage_heads = stage_heads
         self.set_output(output)
         self.return_stages = return_stages
@@ -425,14 +431,17 @@ class VLDUN(nn.Module):
         elif self.rec_head is not None:
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
         if self.seg_head is not None:
-            z_seg = z
+            # the same values; only the segmentation gradient into the shared trunk is scaled (0 keeps a zero
+            # gradient on the graph rather than none, so gradnorm balancing sees "no seg gradient", not a wrapper)
+            g = self.seg_feature_grad
+            z_seg = z if g == 1.0 else g * z + (1.0 - g) * z.detach()
             if self.dc_seg_embed is not None and measured is not None:
                 # detached: the seg loss trained through it pulls the restored image towards what segments (demo:
                 # MRI / CT gains +1.2 / +1.0 dB against +2.4 / +2.6 without the feed); the restoration is the rec
                 # loss's, segmentation only reads it
                 gain = complex_to_channels(out["restored_complex"].detach() - x.float())
                 gain = F.pad(gain.to(z.dtype), (0, z.shape[-1] - w, 0, z.shape[-2] - h))
-                z_seg = z + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
+                z_seg = z_seg + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
             if self.seg_decoder == "unet":
                 # detached, as the dc_to_seg gain: segmentation reads the restoration, the rec loss makes it
                 image = out["restored"] if "restored" in out else x
