@@ -312,8 +312,8 @@ class VLDUN(nn.Module):
         depthwise 3x3 convs 3x and its 1x1 convs 2x faster than NCHW on our CPU (forward + backward), and lets the
         per-pixel layer norms run on a contiguous (B, H, W, C) view. Values, names and shapes of the parameters
         are unchanged, so checkpoints load either way. MONAI ``BasicUNet`` s (the DC cascades' refiners, the
-        ``"unet"`` seg head) stay NCHW and are fed NCHW: their instance norms are 2-5x slower on channels-last
-        tensors on this CPU (measured forward + backward at 8x33x128x128), more than their convolutions gain.
+        ``"unet"`` seg head) stay NCHW and are fed NCHW: their instance norms are about 2x slower on channels-last
+        tensors on this CPU (the unet seg head's forward + backward at 8x33x128x128), more than the convolutions gain.
         """
         skip = set() if self.clip_prior is None else {id(p) for p in self.clip_prior.parameters()}
         skip |= {id(p) for m in self.modules() if isinstance(m, BasicUNet) for p in m.parameters()}
