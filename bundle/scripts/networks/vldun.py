@@ -311,8 +311,8 @@ class VLDUN(nn.Module):
         depthwise 3x3 convs 3x and its 1x1 convs 2x faster than NCHW on our CPU (forward + backward), and lets the
         per-pixel layer norms run on a contiguous (B, H, W, C) view. Values, names and shapes of the parameters
         are unchanged, so checkpoints load either way. The ``"unet"`` seg head stays NCHW and is fed NCHW: its
-        instance norms were about 2x slower on channels-last tensors (its forward + backward at 8x33x128x128). The DC
-        cascades' BasicUNets stay channels-last: made NCHW too, the demo main job took 299 s instead of 278 s (one run each).
+        instance norms were about 2x slower on channels-last tensors (its forward + backward at 8x33x128x128). The
+        DC cascades' BasicUNets stay channels-last: made NCHW too, the demo main job took 299 s, not 278 s (one run).
         """
         skip = set() if self.clip_prior is None else {id(p) for p in self.clip_prior.parameters()}
         if isinstance(self.seg_head, SegUNetHead):
