@@ -14,6 +14,7 @@ import numpy as np
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired
 from benchmarks.quality.report import CLAIMS, GAP_NOTE, _recipe_text, dice_gap_closed
+from scripts.networks.heads import SEG_UNET_FEATURES
 from scripts.networks.presets import PRESETS
 
 __all__ = ["merge_runs", "render_seed_summary"]
@@ -148,7 +149,7 @@ _RECIPE_DEFAULTS: dict[str, Any] = {
     "grad_clip_norm": None,
     "seg_norm": "batch",
     "seg_decoder": "conv",
-    "seg_unet_features": [32, 32, 64, 128, 256, 32],
+    "seg_unet_features": list(SEG_UNET_FEATURES),
     "seg_feature_grad": 1.0,
 }
 

@@ -2,9 +2,9 @@
 
 Both read the final 2C feature map of the unfolded network. :class:`SegUNetHead` is the alternative segmentation
 head (``seg_decoder="unet"``): a U-shaped decoder that reads the restored image with those features. The paper's
-heads keep the state-dict keys the network had
-when the heads were plain layers (``rec_head.weight``, ``rec_head_imag.weight``, ``seg_head.0.weight`` ...
-``seg_head.6.bias``), so checkpoints saved before these classes existed load unchanged.
+heads keep the state-dict keys the network had when the heads were plain layers (``rec_head.weight``,
+``rec_head_imag.weight``, ``seg_head.0.weight`` ... ``seg_head.6.bias``), so checkpoints saved before these classes
+existed load unchanged.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from monai.networks.layers.utils import get_norm_layer
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-__all__ = ["RecHead", "SegHead", "SegUNetHead", "SEG_DECODERS"]
+__all__ = ["RecHead", "SegHead", "SegUNetHead", "SEG_DECODERS", "SEG_UNET_FEATURES"]
 
 #: the segmentation heads ``VLDUN(seg_decoder=...)`` builds
 SEG_DECODERS = ("conv", "unet")
+#: the default ``SegUNetHead`` widths: those of the benchmark's segmentation UNet (MONAI ``BasicUNet``'s default)
+SEG_UNET_FEATURES = (32, 32, 64, 128, 256, 32)
 
 
 def _norm_spec(norm: str | tuple | list) -> str | tuple:
@@ -91,10 +93,11 @@ class SegUNetHead(BasicUNet):
     The paper's :class:`SegHead` is two 3x3 convolutions, so everything it segments with must already be in the
     shared features, which the restoration loss shapes too; at our budgets its Dice stayed well below a segmentation
     UNet run on the restored image (the sequential baseline), the myocardium near 0. This head is that UNet inside
-    the joint network: it reads ``cat(restored image, features)``, so one network holds a restoration at least as
-    good as the separate UNet's and a segmentation that can use both the image and the unfolding's features. VL-DUN
-    gives it the restored image detached: the segmentation loss trained through the image pulls it towards what
-    segments, at the cost of PSNR (measured with ``dc_to_seg``); the seg loss still reaches the shared features.
+    the joint network: it reads ``cat(restored image, features)``, so its segmentation can use both the image and
+    the unfolding's features. VL-DUN gives it the restored image detached: the segmentation loss trained through the
+    image pulls it towards what segments, at the cost of PSNR (measured with ``dc_to_seg``); whether the seg loss
+    reaches the shared features is ``VLDUN(seg_feature_grad=...)``. Not yet measured to a result: every ACDC run of
+    it so far diverged in the restoration (bundle README, *Performance*).
 
     Args:
         in_channels: channels of the features (2C).
@@ -118,7 +121,7 @@ class SegUNetHead(BasicUNet):
         in_channels: int,
         num_classes: int,
         image_channels: int = 1,
-        features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        features: Sequence[int] = SEG_UNET_FEATURES,
         norm: str | tuple | list = ("instance", {"affine": True}),
     ) -> None:
         if len(features) != 6:

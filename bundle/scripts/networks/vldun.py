@@ -63,7 +63,7 @@ from ..transforms.kspace import ifft2c
 from .bimamba import MambaConfig
 from .clip_prior import CLIPPrior
 from .data_consistency import DCCascades, KspaceDataConsistency, check_measurements, complex_to_channels
-from .heads import SEG_DECODERS, RecHead, SegHead, SegUNetHead
+from .heads import SEG_DECODERS, SEG_UNET_FEATURES, RecHead, SegHead, SegUNetHead
 from .presets import BOOL_ARGS, DEFAULT_PRESET, PRESETS, preset_arguments, preset_config
 from .restormer import Downsample, Upsample
 from .stage import FULL_RESOLUTION_STAGES, STAGE_NAMES, UnfoldingStage, stage_layout
@@ -168,7 +168,7 @@ class VLDUN(nn.Module):
         seg_hidden: int = 32,
         seg_norm: str | tuple | list = "batch",
         seg_decoder: str = "conv",
-        seg_unet_features: Sequence[int] = (32, 32, 64, 128, 256, 32),
+        seg_unet_features: Sequence[int] = SEG_UNET_FEATURES,
         seg_feature_grad: float = 1.0,
         stage_heads: bool = False,
         step_size_init: float = 1.0,
