@@ -340,6 +340,43 @@ def test_a_per_sample_seg_norm_segments_alike_in_training_and_evaluation(norm):
 UNET_SEG = {"seg_decoder": "unet", "seg_unet_features": [4, 4, 8, 8, 16, 4], "seg_norm": ["instance", {"affine": True}]}
 
 
+def _read_features(net):
+    """Give the ``"unet"`` seg head's first convolution non-zero weights on the features (they start at zero), as
+    the first optimiser step does."""
+    if net.seg_decoder == "unet":
+        with torch.no_grad():
+            net.seg_head.conv_0.conv_0.conv.weight[:, 1:].normal_(0, 0.1)
+    return net
+
+
+def test_a_fresh_unet_seg_head_is_the_image_unet_and_learns_to_read_the_features():
+    """Fresh, the head's logits depend on the restored image alone (the feature weights of its first convolution are
+    zero), so the joint network starts as the sequential pipeline; the seg loss still trains those weights, and once
+    they move the features reach the logits and the seg gradient reaches the trunk."""
+    net = _tiny(**UNET_SEG)
+    first = net.seg_head.conv_0.conv_0.conv.weight
+    assert torch.count_nonzero(first[:, 1:]) == 0 and torch.count_nonzero(first[:, :1]) > 0
+    x = torch.rand(2, 1, 32, 32)
+    out = net(x)
+    # the features cannot matter: the same image with other features (another trunk) gives the same logits
+    other = _tiny(**UNET_SEG)
+    with torch.no_grad():
+        other.patch_embed.weight.normal_(0, 1.0)
+        other.seg_head.load_state_dict(net.seg_head.state_dict())
+    torch.testing.assert_close(other(x)["seg"], out["seg"])
+    grad_first, grad_trunk = torch.autograd.grad(
+        out["seg"].square().sum(), [first, net.patch_embed.weight], allow_unused=True
+    )
+    assert torch.count_nonzero(grad_first[:, 1:]) > 0  # the feature weights learn
+    assert grad_trunk is None or torch.count_nonzero(grad_trunk) == 0  # nothing reaches the trunk yet
+    opt = torch.optim.SGD(net.seg_head.parameters(), lr=0.1)
+    opt.zero_grad()
+    net(x)["seg"].square().sum().backward()
+    opt.step()
+    grad_trunk = torch.autograd.grad(net(x)["seg"].square().sum(), net.patch_embed.weight)[0]
+    assert torch.count_nonzero(grad_trunk) > 0
+
+
 @pytest.mark.parametrize("dc", [False, True])
 def test_the_unet_seg_head_reads_the_restored_image_without_training_it(dc):
     """The ``"unet"`` seg head sees the restored image (changing it changes the logits) but the segmentation loss
@@ -350,6 +387,7 @@ def test_the_unet_seg_head_reads_the_restored_image_without_training_it(dc):
     assert net.seg_head.conv_0.conv_0.conv.in_channels == 1 + 2 * net.arch["dim"]  # image + the 2C features
     with torch.no_grad():  # a rec head that changes the image (it starts at zero: the output would be the input)
         net.rec_head.weight.normal_(0, 0.1)
+        _read_features(net)
     x = torch.rand(2, 1, 36, 34)  # not a multiple of 8 or 16: both the network's and the UNet's padding act
     extra = {}
     if dc:
@@ -385,7 +423,7 @@ def test_seg_feature_grad_scales_only_the_segmentation_gradient_into_the_trunk(s
     x = torch.rand(2, 1, 32, 32)
     outs, grads = {}, {}
     for g in (1.0, 0.5, 0.0):
-        net = _tiny(**kw, seg_feature_grad=g)
+        net = _read_features(_tiny(**kw, seg_feature_grad=g))
         out = net(x)
         outs[g] = out["seg"].detach()
         seg_grad = torch.autograd.grad(out["seg"].square().sum(), net.patch_embed.weight, retain_graph=True)[0]

@@ -96,8 +96,10 @@ class SegUNetHead(BasicUNet):
     the joint network: it reads ``cat(restored image, features)``, so its segmentation can use both the image and
     the unfolding's features. VL-DUN gives it the restored image detached: the segmentation loss trained through the
     image pulls it towards what segments, at the cost of PSNR (measured with ``dc_to_seg``); whether the seg loss
-    reaches the shared features is ``VLDUN(seg_feature_grad=...)``. Not yet measured to a result: every ACDC run of
-    it so far diverged in the restoration (bundle README, *Performance*).
+    reaches the shared features is ``VLDUN(seg_feature_grad=...)``. The first convolution's weights on the features
+    start at zero, so a fresh head is exactly that segmentation UNet on the restored image and takes in the features
+    as far as the seg loss finds them useful (the seg gradient reaches the trunk from the first optimiser step on).
+    Measured so far only with kaiming-initialised feature weights (bundle README, *Performance*).
 
     Args:
         in_channels: channels of the features (2C).
@@ -133,3 +135,6 @@ class SegUNetHead(BasicUNet):
             features=tuple(int(f) for f in features),
             norm=_norm_spec(norm),
         )
+        # kaiming init would give the 2C feature channels, which the restoration loss is still reshaping, 2C times
+        # the image channel's share of the first layer's output: start from the image alone instead
+        nn.init.zeros_(self.conv_0.conv_0.conv.weight[:, image_channels:])
