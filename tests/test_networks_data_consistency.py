@@ -217,3 +217,23 @@ def test_prepare_batch_passes_the_measurements_to_the_network():
         PrepareVLDUNBatch(network_keys=("kspace", "mask"))({"image": degraded})
     with pytest.raises(ValueError, match="measurement_dropout"):
         PrepareVLDUNBatch(measurement_dropout=1.5)
+
+
+def test_the_pre_dc_estimate_is_what_the_rec_head_gives_and_what_the_projection_hides():
+    """``restored_pre_dc`` is the rec head's estimate before the projection (input + real part of the correction,
+    the image the same weights give blind). With every sample measured, the hard projection makes the final image
+    the measurements whatever the rec head says, so only the pre-DC estimate trains the rec head there: the term
+    that keeps it from drifting between the blind batches of measurement dropout. Evaluation and the blind network
+    have no such output (their dicts are unchanged)."""
+    clean, degraded, kspace, _ = _measure()
+    full = torch.ones_like(degraded)
+    full_kspace = fft2c(clean.to(torch.complex64))
+    net = _perturb(_net(data_consistency=True, dc_projection="hard")).train()
+    out = net(degraded, kspace=full_kspace, mask=full)
+    real = net.rec_head(out["shared"])[..., : degraded.shape[-2], : degraded.shape[-1]]
+    torch.testing.assert_close(out["restored_pre_dc"], degraded + real)
+    grad_final = torch.autograd.grad(out["restored"].square().sum(), net.rec_head.weight, retain_graph=True)[0]
+    grad_pre = torch.autograd.grad(out["restored_pre_dc"].square().sum(), net.rec_head.weight)[0]
+    assert float(grad_final.abs().max()) < 1e-6 * float(grad_pre.abs().max())
+    assert "restored_pre_dc" not in net.eval()(degraded, kspace=full_kspace, mask=full)
+    assert "restored_pre_dc" not in net.train()(degraded)  # blind: the restored image is that estimate already

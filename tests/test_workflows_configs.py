@@ -270,3 +270,13 @@ def test_seg_head_knobs_default_to_the_preset_and_reach_the_segmentation_head(co
     net = parser.get_parsed_content("network_def", lazy=False)
     assert net.seg_decoder == "unet" and net.seg_head.final_conv.out_channels == net.num_classes
     assert net.seg_head.conv_0.conv_0.conv.out_channels == 4
+
+
+def test_lambda_pre_dc_is_a_train_json_knob_that_reaches_the_loss():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(ROOT / "bundle")})
+    declared = parser.get_parsed_content("lambda_pre_dc")
+    assert declared > 0  # on by default: data consistency is on, and its rec head must not drift between blind batches
+    parser.update({"lambda_pre_dc": 0.25, "train_modalities": ["MRI"]})
+    assert parser.get_parsed_content("loss").weights["pre_dc"] == 0.25

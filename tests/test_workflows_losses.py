@@ -239,3 +239,21 @@ def test_dice_ce_kwargs_are_checked_against_monai():
     assert VLDUNLoss(dice_ce_kwargs={"include_background": "false"}).seg_loss.dice.include_background is False
     with pytest.raises(ValueError, match=r"dice_ce_kwargs\['batch'\] must be a boolean"):
         VLDUNLoss(dice_ce_kwargs={"batch": "treu"})
+
+
+def test_the_pre_dc_term_supervises_the_estimate_before_the_projection_when_there_is_one():
+    pred, t = _batch()
+    pre = pred["restored"] + 0.1
+    loss = VLDUNLoss(lambda_rec=1.0, lambda_seg=1.0, lambda_mod=0, lambda_deg=0, lambda_pre_dc=0.5)
+    total = loss({**pred, "restored_pre_dc": pre}, t)
+    terms = loss.terms({**pred, "restored_pre_dc": pre}, t)
+    assert torch.allclose(terms["pre_dc"], F.mse_loss(pre, t["target"]))
+    assert torch.allclose(total, terms["rec"] + terms["seg"] + 0.5 * terms["pre_dc"])
+    assert set(loss.last_terms) == {"loss_rec", "loss_seg", "loss_pre_dc"}
+    loss(pred, t)  # blind batches and networks without data consistency have no such output: no term
+    assert set(loss.last_terms) == {"loss_rec", "loss_seg"}
+    off = VLDUNLoss(lambda_mod=0, lambda_deg=0)  # the default weight is 0: off
+    off({**pred, "restored_pre_dc": pre}, t)
+    assert "loss_pre_dc" not in off.last_terms
+    with pytest.raises(ValueError, match="lambda_pre_dc"):
+        VLDUNLoss(lambda_pre_dc=-1)

@@ -134,6 +134,7 @@ _VLDUN_ONLY_RECIPE_KEYS = (
     "dc_cascades",
     "dc_cascade_features",
     "dc_to_seg",
+    "lambda_pre_dc",
 )
 
 
@@ -151,6 +152,7 @@ _RECIPE_DEFAULTS: dict[str, Any] = {
     "seg_decoder": "conv",
     "seg_unet_features": list(SEG_UNET_FEATURES),
     "seg_feature_grad": 1.0,
+    "lambda_pre_dc": 0.0,
 }
 
 

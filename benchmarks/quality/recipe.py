@@ -181,6 +181,7 @@ class Recipe:
             "lambda_seg",
             "lambda_mod",
             "lambda_deg",
+            "lambda_pre_dc",
             "rec_loss",
             "ssim_weight",
             "task_balance",

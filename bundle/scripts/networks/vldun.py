@@ -22,7 +22,10 @@ MDPMM blocks (proximal map). Inputs of any H x W are padded (reflect) to a multi
 **Outputs.** ``output="dict"`` (default) returns a dict with ``restored`` (B, out, H, W), ``seg`` (B, K, H, W)
 logits, ``modality_logits`` (B, M), ``degradation_logits`` (B, D_deg) and, with ``return_stages``, ``stages``: one
 (B, out, H, W) image per unfolding stage. Keys of disabled parts are absent (no ``seg`` without the seg head, no
-``restored`` without the rec head, no logits without the CLIP prior). ``output="seg"`` returns only the
+``restored`` without the rec head, no logits without the CLIP prior). In data-consistency mode with measurements the
+dict also holds ``restored_complex`` (the consistent complex image) and, while training, ``restored_pre_dc``: the
+rec head's own estimate before the projection, the image the same weights give blind (``VLDUNLoss``'s
+``lambda_pre_dc`` supervises it). ``output="seg"`` returns only the
 segmentation logits tensor (what MONAI Label and ``verify_net_in_out`` expect), ``output="restored"`` only the
 restored image.
 
@@ -432,6 +435,13 @@ class VLDUN(nn.Module):
                 image = self.dc_projection(self.dc_cascades(image, kspace, mask), kspace, mask)
             out["restored_complex"] = image
             out["restored"] = image.abs().to(x.dtype)
+            if self.training and self.output == "dict" and torch.is_grad_enabled():
+                # the hard projection erases the estimate's error on the measured samples (the low frequencies
+                # always among them), so with measurements the loss never sees that part of the rec head's output;
+                # only the blind batches of measurement dropout do, and on ACDC every restoration spike came from
+                # one of them (gradient norm 34 on the rec head against < 1 on measured batches). This is that
+                # blind image, for the loss to supervise on every batch.
+                out["restored_pre_dc"] = (x.float() + real.float()).to(x.dtype)
         elif self.rec_head is not None:
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
         if self.seg_head is not None:

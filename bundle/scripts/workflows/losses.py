@@ -1,12 +1,18 @@
 """Joint objective of VL-DUN (paper section 3.5) and of the CLIP prior fine-tuning stage (section 3.3).
 
-``L = λ_rec·L_rec(x̂, x) + λ_seg·DiceCE(ŝ, s) + λ_mod·Focal(modality_logits, m) + λ_deg·CE(degradation_logits, d)``
+``L = λ_rec·L_rec(x̂, x) + λ_seg·DiceCE(ŝ, s) + λ_mod·Focal(modality_logits, m) + λ_deg·CE(degradation_logits, d)
++ λ_pre_dc·L_rec(x̂_pre, x)``
 
 - ``L_rec`` is MSE (default), L1 (as VLU-Net/AMIR) or Charbonnier ``sqrt((x̂-x)² + ε²)`` (MambaIR), plus
   ``ssim_weight·(1 − SSIM)`` when ``ssim_weight > 0`` (7×7 uniform window, the benchmark's SSIM);
 - ``DiceCE`` is ``monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)`` on the segmentation logits;
 - ``Focal`` is ``monai.losses.FocalLoss(to_onehot_y=True, use_softmax=True, gamma=γ)`` on the modality logits (Eq. 3);
-- the degradation term is the image–text contrastive cross-entropy over the similarity logits (section 3.3.3).
+- the degradation term is the image–text contrastive cross-entropy over the similarity logits (section 3.3.3);
+- ``x̂_pre`` (``restored_pre_dc``) is, with known-operator data consistency and measurements, the rec head's estimate
+  before the k-space projection: the image the same weights give without measurements. The hard projection replaces
+  that estimate's measured samples, so the final image's loss says nothing about them; without this term only the
+  blind batches of ``measurement_dropout`` do, and they then meet a rec head that drifted (restoration spikes of
+  DC VL-DUN on ACDC, ``bundle/docs/README.md``, *Performance*). Not in the paper (it has no known operator).
 
 Why MSE by default: the quality is scored by PSNR, and undersampling aliasing makes most zero-filled pixels too
 bright, so L1 is lowered most cheaply by darkening everything (the median, not the mean) and cost VL-DUN PSNR in
@@ -22,7 +28,8 @@ show) and a term with fewer than two classes is switched off, whatever its weigh
 A term is skipped (and not logged) when its weight is 0, when the network did not produce the prediction (an
 ablation without segmentation or reconstruction head, a network without CLIP prior) or when the batch has no
 target for it. The value of every computed term is kept in :attr:`VLDUNLoss.last_terms` (detached floats), which
-the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``loss_mod`` and ``loss_deg``.
+the engines copy into ``engine.state.output`` as ``loss_rec``, ``loss_seg``, ``loss_mod``, ``loss_deg`` and
+``loss_pre_dc``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ TERM_NAMES: dict[str, tuple[str, str]] = {
     "seg": ("seg", "label"),
     "mod": ("modality_logits", "modality"),
     "deg": ("degradation_logits", "degradation"),
+    "pre_dc": ("restored_pre_dc", "target"),
 }
 
 
@@ -104,6 +112,8 @@ class VLDUNLoss(nn.Module):
 
     Args:
         lambda_rec, lambda_seg, lambda_mod, lambda_deg: term weights (0 switches a term off).
+        lambda_pre_dc: weight of the restoration loss on the rec head's estimate before the data-consistency
+            projection (``restored_pre_dc``; only networks with measurements produce it); 0: off.
         rec_loss: ``"mse"``, ``"l1"`` or ``"charbonnier"``.
         ssim_weight: weight of ``1 − SSIM`` added to the restoration term (0: none).
         charbonnier_eps: ε of the Charbonnier loss.
@@ -140,10 +150,12 @@ class VLDUNLoss(nn.Module):
         num_degradations: int | None = None,
         task_balance: str = "gradnorm",
         balance_momentum: float = 0.9,
+        lambda_pre_dc: float = 0.0,
     ) -> None:
         super().__init__()
         self.weights = {"rec": float(lambda_rec), "seg": float(lambda_seg), "mod": float(lambda_mod)}
         self.weights["deg"] = float(lambda_deg)
+        self.weights["pre_dc"] = float(lambda_pre_dc)
         for name, w in self.weights.items():
             if not math.isfinite(w) or w < 0:
                 raise ValueError(f"loss weight lambda_{name} must be a finite number >= 0, got {w}.")
@@ -199,7 +211,7 @@ class VLDUNLoss(nn.Module):
             p, t = pred.get(self.pred_keys[name]), targets.get(self.target_keys[name])
             if w == 0 or p is None or t is None:
                 continue
-            if name == "rec":
+            if name in ("rec", "pre_dc"):
                 t = torch.as_tensor(t, device=p.device).float()
                 out[name] = self.rec_loss(p.float(), t)
                 if self.ssim_weight > 0:
