@@ -642,3 +642,37 @@ def test_dice_gap_closed_is_measured_between_the_degraded_and_clean_input_unets(
     md = combine.render_seed_summary([run(0, 0.35), run(1, 0.55)], ["a.json", "b.json"])
     assert "## Dice gap closed, per seed" in md
     assert "| `vldun` | -25% | +75% |" in md and "| `sequential` | +50% | +50% |" in md
+
+
+def test_trace_grads_records_each_module_and_batch_kind_and_stops_where_told(tmp_path, capsys):
+    """benchmarks/trace_grads.py: the same benchmark run, one record per optimiser step (blind or measured batch,
+    loss terms, per-module gradient norms) up to --stop-at, then the benchmark's own evaluation and results."""
+    from benchmarks import trace_grads
+    from scripts.workflows import engines
+
+    assert trace_grads.module_group("stages.enc1.amgdm.step_size") == "stages.enc1"
+    assert trace_grads.module_group("dc_cascades.blocks.1.model.unet.conv_0.weight") == "dc_cascades.blocks.1"
+    assert trace_grads.module_group("rec_head.weight") == "rec_head"
+    data = _slice_folder(tmp_path / "synth")
+    out = tmp_path / "trace.json"
+    assert trace_grads.main([
+        "--stop-at", "3", "--trace-out", str(out), "--",
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "vldun_dc", "--size", "32",
+        "--iterations", "5", "--batch-size", "2", "--preset", "tiny", "--out-dir", str(tmp_path / "out"), "--tag",
+        "t", "--log-every", "0", "--set", "measurement_dropout=0.5", "--set", "dc_cascades=1",
+        "--set", "dc_cascade_features=[4,4,4,4,4,4]",
+    ]) == 0  # fmt: skip
+    assert engines.VLDUNTrainer.__name__ == "VLDUNTrainer"  # the benchmark's trainer is put back
+    records = json.loads(out.read_text())
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    assert all(isinstance(r["measured"], bool) and "loss_rec" in r["losses"] for r in records)
+    for r in records:  # measured batches train the pre-projection estimate too, blind ones have none
+        assert ("loss_pre_dc" in r["losses"]) == r["measured"]
+    assert {"rec_head", "seg_head", "stages.enc1", "dc_cascades.blocks.0"} <= set(records[-1]["grad_norms"])
+    res = json.loads((tmp_path / "out" / "quality_t.json").read_text())
+    assert res["methods"]["vldun_dc"]["iterations"] == 3 and np.isfinite(res["methods"]["vldun_dc"]["psnr_mean"])
+    logged = trace_grads.parse_log(capsys.readouterr().out.splitlines())  # the log reads back as the records
+    assert [(r["iteration"], r["measured"]) for r in logged] == [(r["iteration"], r["measured"]) for r in records]
+    assert logged[0]["losses"]["loss_rec"] == pytest.approx(records[0]["losses"]["loss_rec"], rel=1e-3)
+    table = trace_grads.summarize(records, window=2).splitlines()
+    assert len(table) == 4 and table[2].startswith("| 1-2 | ") and table[3].startswith("| 3-3 | ")
