@@ -355,9 +355,10 @@ def test_merge_selects_rows_and_states_the_dc_settings_of_the_vldun_dc_row():
     assert list(res["methods"]) == ["rec_unet", "vldun_dc"]
     assert res["config"]["recipe"]["dc_cascades"] == 4
     assert res["config"]["recipe"]["overrides"] == wide["overrides"]
-    assert "4 VarNet-style cascades (BasicUNet features [32, 32, 32, 32, 32, 32])" in report._dc_text(
-        res["config"]["recipe"]
-    )
+    text = report._dc_text(res["config"]["recipe"])
+    assert "4 VarNet-style cascades (BasicUNet features [32, 32, 32, 32, 32, 32])" in text
+    assert "no loss on the rec head's estimate before the projection" in text  # files from before lambda_pre_dc
+    assert "1.0·MSE on the rec head's estimate" in report._dc_text({**wide, "lambda_pre_dc": 1.0, "rec_loss": "mse"})
     with pytest.raises(ValueError, match="recipe"):  # an override of a shared knob is a different recipe
         combine.merge_runs(
             [base, _run_file({"x": {}}, 300, recipe={"lr_scheduler": "s", "overrides": {"lambda_rec": 3}})],

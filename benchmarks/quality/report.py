@@ -163,8 +163,13 @@ def _dc_text(r: Mapping[str, Any]) -> str:
     return (
         f"; `vldun_dc`: {r.get('dc_projection')} projection, {r['dc_cascades']} VarNet-style cascades{widths}, "
         f"seg head reading the consistent image {'on' if r.get('dc_to_seg') else 'off'}, measurement dropout "
-        f"{r.get('measurement_dropout')}, {r.get('lambda_pre_dc', 0.0)}·{r['rec_loss'].upper()} on the rec head's "
-        "estimate before the projection"
+        f"{r.get('measurement_dropout')}, "
+        + (
+            f"{r['lambda_pre_dc']}·{str(r.get('rec_loss', 'mse')).upper()} on the rec head's estimate before the "
+            "projection"
+            if r.get("lambda_pre_dc")
+            else "no loss on the rec head's estimate before the projection"  # files before 2026-12-06 too
+        )
     )
 
 
