@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import runpy
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,8 +96,7 @@ class GradTrace:
             flush=True,
         )
         if self.stop_at is not None and rec["iteration"] >= self.stop_at:
-            self.save()
-            engine.terminate()
+            engine.terminate()  # main() saves the records once the benchmark returns, or fails
 
     def save(self) -> None:
         if self.out is not None:
@@ -138,14 +136,14 @@ def summarize(records: list[dict[str, Any]], window: int = 25) -> str:
         "loss_rec mean / max on a blind batch |",
         "|---|---|---|---|---|",
     ]
+
+    def peak(rs: list[dict[str, Any]]) -> float:
+        return max((r["grad_norms"].get("rec_head", 0.0) for r in rs), default=0.0)
+
     for lo in range(0, len(records), window):
         win = records[lo : lo + window]
         blind = [r for r in win if r["measured"] is False]
         measured = [r for r in win if r["measured"]]
-
-        def peak(rs: list[dict[str, Any]]) -> float:
-            return max((r["grad_norms"].get("rec_head", 0.0) for r in rs), default=0.0)
-
         top = max((max(r["grad_norms"].values(), default=0.0) for r in win), default=0.0)
         rec = [r["losses"]["loss_rec"] for r in win if "loss_rec" in r["losses"]]
         rec_blind = [r["losses"]["loss_rec"] for r in blind if "loss_rec" in r["losses"]]
@@ -181,19 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             super().__init__(*a, **k)
             trace.attach(self)
 
+    from benchmarks import bench_quality
+
     engines.VLDUNTrainer = TracedTrainer
-    code: int | str | None = 0
-    saved_argv = sys.argv
     try:
-        sys.argv = [str(_REPO / "benchmarks" / "bench_quality.py"), *bench_args]
-        runpy.run_path(sys.argv[0], run_name="__main__")
-    except SystemExit as stop:  # the benchmark ends with sys.exit(main())
-        code = stop.code
+        return bench_quality.main(bench_args)
     finally:
-        sys.argv = saved_argv
         engines.VLDUNTrainer = base
         trace.save()
-    return code if isinstance(code, int) else (0 if code is None else 1)
 
 
 if __name__ == "__main__":
