@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -55,6 +57,43 @@ def test_weights_with_other_known_operator_parts_name_the_switch(tmp_path, train
     net = VLDUN.from_preset("tiny", num_classes=4, **built)
     with pytest.raises(RuntimeError, match=f"Run with {hint} to build"):
         WeightsLoader(str(path), {"model": net}, preset="tiny")(_Engine())
+
+
+_UNET_HEAD = {
+    "seg_decoder": "unet",
+    "seg_norm": ("instance", {"affine": True}),
+    "seg_unet_features": [4, 4, 8, 8, 16, 4],
+}
+_DC = {"data_consistency": True, "dc_cascades": 1, "dc_cascade_features": [4, 4, 8, 8, 16, 4]}
+
+
+@pytest.mark.parametrize(
+    "trained, built, hints",
+    [
+        (_UNET_HEAD, {}, ["--seg_decoder unet", "--seg_unet_features", "--seg_norm \"['instance'"]),
+        ({}, _UNET_HEAD, ["--seg_decoder conv", "--seg_norm batch"]),
+        ({**_UNET_HEAD, "seg_norm": "batch"}, _UNET_HEAD, ["--seg_norm batch"]),
+        (_UNET_HEAD, {**_UNET_HEAD, "seg_unet_features": [4, 4, 8, 8, 8, 4]}, ['"[4,4,8,8,16,4]"']),
+        (_DC, {**_DC, "dc_cascade_features": [4, 4, 8, 16, 16, 4]}, ['--dc_cascade_features "[4,4,8,8,16,4]"']),
+    ],
+)
+def test_weights_with_another_seg_head_or_cascade_width_name_the_switches_that_load_them(
+    tmp_path, trained, built, hints
+):
+    """The hint is a command line: parsed as ``python -m monai.bundle run`` parses it, its values build a network
+    that the weights load into."""
+    from scripts.cli import parse_cli_args
+
+    path = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    torch.save(VLDUN.from_preset("tiny", num_classes=3, **trained).state_dict(), path)
+    with pytest.raises(RuntimeError) as err:
+        WeightsLoader(str(path), {"model": VLDUN.from_preset("tiny", num_classes=3, **built)})(_Engine())
+    msg = str(err.value)
+    assert all(h in msg for h in hints), msg
+    switches = parse_cli_args(shlex.split(msg.split("Run with ")[1].split(" to build")[0]))
+    rebuilt = VLDUN.from_preset("tiny", num_classes=3, **{**built, **switches})
+    WeightsLoader(str(path), {"model": rebuilt})(_Engine())
 
 
 def test_a_missing_weights_file_says_how_to_get_one(tmp_path, tiny_state, monkeypatch, capsys):

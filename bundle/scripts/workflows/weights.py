@@ -8,6 +8,7 @@ weights were trained with, judged from their parameter shapes, and which ones th
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +62,25 @@ def missing_weights_message(path: str | os.PathLike) -> str:
     )
 
 
+#: a MONAI ``BasicUNet``'s six widths, read from the output channels of these convolutions (under its prefix)
+_BASIC_UNET_WIDTH_KEYS = (
+    "conv_0.conv_0",
+    "down_1.convs.conv_0",
+    "down_2.convs.conv_0",
+    "down_3.convs.conv_0",
+    "down_4.convs.conv_0",
+    "upcat_1.convs.conv_1",
+)
+
+
+def _basic_unet_widths(state: Mapping[str, Any], prefix: str) -> list[int] | None:
+    """The ``features`` of the ``BasicUNet`` stored under ``prefix`` (``None`` if there is none)."""
+    keys = [f"{prefix}{k}.conv.weight" for k in _BASIC_UNET_WIDTH_KEYS]
+    if not all(isinstance(state.get(k), torch.Tensor) for k in keys):
+        return None
+    return [int(state[k].shape[0]) for k in keys]
+
+
 def _dc_cascades(state: Mapping[str, Any]) -> int:
     blocks = {k.split(".")[2] for k in state if k.startswith("dc_cascades.blocks.")}
     return len(blocks)
@@ -77,6 +97,38 @@ def _dc_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
     file_feed, net_feed = "dc_seg_embed.weight" in state, "dc_seg_embed.weight" in own
     if file_dc and net_dc and file_feed != net_feed:
         hint.append(f"--dc_to_seg {str(file_feed).lower()}")
+    cascade = "dc_cascades.blocks.0.model.unet."
+    file_w, net_w = _basic_unet_widths(state, cascade), _basic_unet_widths(own, cascade)
+    if file_w and net_w and file_w != net_w:
+        hint.append(f'--dc_cascade_features "{json.dumps(file_w, separators=(",", ":"))}"')
+    return hint
+
+
+def _seg_norm(state: Mapping[str, Any]) -> str:
+    """The ``--seg_norm`` value that builds the seg head's norm layers: batch norm keeps running statistics; a
+    per-sample norm with an affine has weights only (instance, the one the docs and benchmark use)."""
+    keys = [k for k in state if k.startswith("seg_head.")]
+    if any(k.endswith("running_mean") for k in keys):
+        return "batch"
+    if any(k.endswith(".adn.N.weight") or k == "seg_head.1.weight" for k in keys):
+        return "\"['instance', {'affine': True}]\""
+    return "instance"
+
+
+def _seg_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
+    """Command-line switches that build the segmentation head the weights were trained with (decoder, widths,
+    norm), so that weights trained with ``--seg_decoder unet`` name it instead of listing 50 keys."""
+    if not any(k.startswith("seg_head.") for k in state) or not any(k.startswith("seg_head.") for k in own):
+        return []
+    hint = []
+    file_unet, net_unet = _basic_unet_widths(state, "seg_head."), _basic_unet_widths(own, "seg_head.")
+    if (file_unet is None) != (net_unet is None):
+        hint.append(f"--seg_decoder {'conv' if file_unet is None else 'unet'}")
+    # a conv-head network does not show which UNet widths the config would build: name the file's
+    if file_unet and file_unet != net_unet:
+        hint.append(f'--seg_unet_features "{json.dumps(file_unet, separators=(",", ":"))}"')
+    if _seg_norm(state) != _seg_norm(own):
+        hint.append(f"--seg_norm {_seg_norm(state)}")
     return hint
 
 
@@ -92,7 +144,7 @@ def mismatch_message(
         hint.append(f"--preset {trained}")
     if _num_classes(state) and _num_classes(state) != _num_classes(own):
         hint.append(f"--num_classes {_num_classes(state)}")
-    hint += _dc_hints(state, own)
+    hint += _dc_hints(state, own) + _seg_hints(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
