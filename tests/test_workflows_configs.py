@@ -152,6 +152,23 @@ def test_fixed_evaluation_seeds_use_one_idiom():
     assert isinstance(sim.transform, ModalityKspaceUndersampled) and sim.seed == inf["simulation_seed"]
 
 
+@pytest.mark.parametrize("files", [["train.json"], ["train.json", "multi_gpu_train.json"]])
+def test_a_validation_pass_leaves_the_training_random_stream_alone(files):
+    """Each pass over a DataLoader draws a seed; from the global RNG it would shift every later training batch, so
+    that `--val_interval` changed the training. The validation loader has its own generator."""
+    p = ConfigParser()
+    p.read_config([str(CONFIGS / f) for f in files])
+    p["validate#dataset"] = "$[{'image': torch.zeros(1, 4, 4)} for _ in range(3)]"
+    if "validate#sampler" in p:
+        p["validate#sampler"] = None
+    loader = p.get_parsed_content("validate#dataloader", lazy=False)
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    for _ in range(2):
+        assert len(list(loader)) == 3
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 def test_train_evaluate_infer_in_process_with_a_small_net(tmp_path, demo):
     # the stand-in UNet has no data-consistency inputs: the blind wiring (DC's own wiring: test_e2e_data_consistency)
     over = _train_over(tmp_path, demo, network_def=DICT_NET, learning_rate=0.01, data_consistency=False)
