@@ -36,7 +36,9 @@ VL-DUN and train with the same ``VLDUNLoss`` (the terms they have). The wall-clo
 separately. ``--split validation`` evaluates on every 5th training patient instead of the test patients (choose
 settings there); ``--grad-probe N`` records the restoration and segmentation gradient norms on VL-DUN's shared
 trunk every N iterations. The sequential pipeline's segmentation network gets the same iterations on top of the
-restoration network it reuses (its reported time is the sum).
+restoration network it reuses (its reported time is the sum). ``--device cuda`` trains and evaluates on a GPU
+(float32, as on the CPU; the device and GPU name are recorded, and seeds aggregate only with runs on the same device
+type); e.g. the 256-px protocol on a lent GPU: ``--device cuda --size 256 --iterations 1200``.
 
 Results: ``<out-dir>/quality_<tag>.json`` (every method's summary, per-slice metrics and training ``trace``: each
 loss term and, when ``grad_clip_norm`` is set, the pre-clip gradient norm per iteration; a later run with the
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", default=None, help="MRI|CT for a slice folder that is not a shared set")
     p.add_argument("--preset-data", default=None, help="scripts.data.prepare SLICE_PRESETS entry for a slice folder")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the methods train and run: cpu (the protocol's tables) or cuda / cuda:N (a lent GPU; recorded "
+        "in the results, whose seeds then aggregate only with runs on a GPU)",
+    )
     p.add_argument("--out-dir", default=str(_REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default=None, help="results file tag (default: <setting>_s<size>_it<iterations>)")
     p.add_argument("--budget-label", default=None, help="label printed on the results (e.g. 'reduced budget')")
@@ -230,7 +238,7 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
     overrides = parse_overrides(args.overrides)
     if args.preset:
         overrides["preset"] = args.preset
-    recipe = Recipe(overrides, args.config)
+    recipe = Recipe(overrides, args.config, device=args.device)
     deg = parse_degradation(deg_spec or DEFAULT_DEGRADATION.get(data.modality.split("/")[0], "cartesian:8:0.04"))
     print(
         f"== {setting}: {data.name} ({data.modality}), train {len(data.train)} / test {len(data.test)} slices at "
@@ -257,6 +265,8 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
         "threads": args.threads,
         "scan_chunk": args.scan_chunk,
     }
+    if args.device != "cpu":  # CPU results files keep the configuration they always had
+        config["device"] = args.device
     try:
         from scripts.networks import PRESETS
 
@@ -337,6 +347,20 @@ def _save(res: dict[str, Any], jpath: Path) -> None:
     jpath.with_suffix(".md").write_text(render_markdown(res))
 
 
+def _check_device(device: str) -> None:
+    """Stop with a message for a device this machine does not have (before any data are loaded)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise SystemExit(f"--device: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch {torch.__version__} sees no CUDA GPU on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SystemExit(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {device}: the benchmark runs on cpu or cuda")
+
+
 def _load_results(path: Path) -> dict[str, Any]:
     try:
         res = json.loads(path.read_text())
@@ -385,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rendered {jpath.with_suffix('.md')}")
         return 0
     torch.set_num_threads(max(1, args.threads))
+    _check_device(args.device)
     methods = _expand_methods(args.methods)
     argv_list = list(sys.argv[1:] if argv is None else argv)
     command = "python benchmarks/bench_quality.py " + " ".join(shlex.quote(a) for a in argv_list)

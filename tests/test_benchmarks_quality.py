@@ -339,6 +339,49 @@ def test_merge_runs_keeps_each_rows_budget_and_refuses_incomparable_runs():
         )
 
 
+def test_rows_trained_on_a_gpu_say_so_in_the_merged_table():
+    from benchmarks.quality.report import render_markdown
+
+    def row():
+        return {"iterations": 300, "train_seconds": 30.0, "sec_per_iter": 0.1, "params": 10}
+
+    unets = _run_file({"rec_unet": row()}, 300)
+    joint = _run_file({"vldun": row()}, 300, device="cuda")
+    joint["machine"]["gpu"] = "NVIDIA H100"
+    res = combine.merge_runs([unets, joint], ["u.json", "j.json"], "label")
+    assert res["config"]["device"] == "cpu + cuda"
+    assert [m["device"] for m in res["merged_from"]] == ["cpu", "cuda"]
+    md = render_markdown(res)
+    assert "git `g300`, on cuda" in md and "trained and evaluated on cpu + cuda (NVIDIA H100" in md
+    cpu_only = combine.merge_runs([unets, _run_file({"vldun": row()}, 300)], ["u.json", "j.json"], "label")
+    assert "device" not in cpu_only["config"] and "trained and evaluated on" not in render_markdown(cpu_only)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU: the CUDA run below is the check")
+def test_a_device_this_machine_lacks_stops_the_benchmark_before_any_work(tmp_path):
+    for device, msg in [("cuda", "sees no CUDA GPU"), ("tpu", "--device: "), ("mps", "runs on cpu or cuda")]:
+        with pytest.raises(SystemExit, match=msg):
+            bq.main(["--datasets", str(tmp_path / "none"), "--device", device, "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a lent device)")
+def test_the_benchmark_trains_and_evaluates_on_a_gpu(tmp_path):
+    data = _slice_folder(tmp_path / "synth")
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "zero_filled", "sequential",
+        "varnet", "vldun_dc", "--size", "32", "--iterations", "2", "--batch-size", "2", "--preset", "tiny",
+        "--out-dir", str(tmp_path / "out"), "--tag", "g", "--log-every", "0", "--unet-features", "4,4,4,4,4,4",
+        "--varnet-cascades", "1", "--device", "cuda",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    res = json.loads((tmp_path / "out" / "quality_g.json").read_text())
+    assert res["config"]["device"] == "cuda" and res["machine"]["gpu"]
+    for k in ("sequential", "varnet", "vldun_dc"):
+        assert np.isfinite(res["methods"][k]["psnr_mean"]), k
+    assert "trained and evaluated on cuda" in (tmp_path / "out" / "quality_g.md").read_text()
+
+
 def test_merge_selects_rows_and_states_the_dc_settings_of_the_vldun_dc_row():
     assert combine.parse_merge_source("a/b.json") == (Path("a/b.json"), None)
     assert combine.parse_merge_source("a/b.json:vldun,varnet") == (Path("a/b.json"), ["vldun", "varnet"])

@@ -284,6 +284,12 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
         }
         config["recipe"] = recipe
     config["time_budget"] = (budgets[0] or None) if len(budgets) == 1 else [b or None for b in budgets]
+    # rows trained on a GPU may share a table with CPU rows (the same computation up to float rounding); the
+    # setup says so, and each source its device
+    devices = sorted({r["config"].get("device", "cpu") for r in results})
+    config.pop("device", None)
+    if devices != ["cpu"]:
+        config["device"] = " + ".join(devices)
     with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
     prefix = ref["title"].split("px,")[0] + "px"
     return {
@@ -300,6 +306,7 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
                 "iterations": r["config"]["iterations"],
                 "time_budget": r["config"].get("time_budget"),
                 "git_commit": r["machine"].get("git_commit"),
+                "device": r["config"].get("device", "cpu"),
             }
             for r, src in zip(results, sources)
         ],

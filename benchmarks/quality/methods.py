@@ -141,13 +141,16 @@ def predict(
     """The dict outputs (``restored``, ``seg``, prior logits) of ``net`` over ``inputs`` (N, S, S); ``measured``:
     the (N, S, S) complex k-space and masks, passed to networks that use them."""
     net.eval()
+    device = next(net.parameters()).device
     keep = ("restored", "seg", "modality_logits", "degradation_logits")
     outs: dict[str, list[np.ndarray]] = {}
     for i in range(0, inputs.shape[0], batch):
         kwargs = {}
         if measured is not None:
-            kwargs = {k: torch.as_tensor(v[i : i + batch])[:, None] for k, v in zip(("kspace", "mask"), measured)}
-        out = net(torch.as_tensor(inputs[i : i + batch])[:, None], **kwargs)
+            kwargs = {
+                k: torch.as_tensor(v[i : i + batch])[:, None].to(device) for k, v in zip(("kspace", "mask"), measured)
+            }
+        out = net(torch.as_tensor(inputs[i : i + batch])[:, None].to(device), **kwargs)
         for k in keep:
             if out.get(k) is not None:
                 outs.setdefault(k, []).append(out[k].detach().cpu().numpy())

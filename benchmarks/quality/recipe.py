@@ -130,11 +130,19 @@ class Recipe:
     Args:
         overrides: top-level config values to change (``--set``), applied on top of ``train.json``.
         config_file: the training config (default: the bundle's ``train.json``).
+        device: where the networks train (``"cpu"``, ``"cuda"``); the data stay on the CPU until the trainer's
+            ``prepare_batch`` moves each batch, as in the bundle's own training.
     """
 
-    def __init__(self, overrides: Mapping[str, Any] | None = None, config_file: str | Path = TRAIN_CONFIG) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        config_file: str | Path = TRAIN_CONFIG,
+        device: str | torch.device = "cpu",
+    ) -> None:
         from monai.bundle import ConfigParser
 
+        self.device = torch.device(device)
         self.config_file = Path(config_file)
         self.overrides = dict(overrides or {})
         base = ConfigParser.load_config_file(str(self.config_file))
@@ -149,7 +157,7 @@ class Recipe:
         parser = ConfigParser(json.loads(json.dumps(self._base)))
         for k, v in self.overrides.items():
             parser[k] = v
-        parser["device"] = torch.device("cpu")
+        parser["device"] = self.device
         parser["train_modalities"] = [modality]
         epochs = float(parser.get_parsed_content("epochs"))
         parser["iterations_per_epoch"] = iterations / max(epochs, 1e-9)
@@ -231,13 +239,14 @@ class Recipe:
 
         from scripts.workflows.engines import PrepareVLDUNBatch, VLDUNTrainer, loss_terms
 
+        network.to(self.device)  # before the optimiser is built from its parameters
         parser = self._parser(network, modality, iterations)
         loss = parser.get_parsed_content("loss")
         optimizer = parser.get_parsed_content("optimizer")
         scheduler = parser.get_parsed_content("lr_scheduler")
         data = _Repeat(batches)
         trainer = VLDUNTrainer(
-            device=torch.device("cpu"),
+            device=self.device,
             max_epochs=1,
             epoch_length=int(iterations),
             train_data_loader=data,
@@ -288,6 +297,8 @@ class Recipe:
         if probe is not None:
             probe.attach(trainer)
         trainer.run()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the last steps are still queued: count them
         seconds = time.perf_counter() - t0
         network.eval()
         out: dict[str, Any] = {

@@ -59,6 +59,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "monai": monai.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
@@ -212,13 +213,20 @@ def render_markdown(res: Mapping[str, Any]) -> str:
             f"iterations"
             + (f", capped at {src['time_budget']:.0f} s" if src.get("time_budget") else "")
             + f", git `{src.get('git_commit')}`"
+            + (f", on {src['device']}" if src.get("device", "cpu") != "cpu" else "")
             for src in res.get("merged_from", ())
         ),
         f"- code: git `{res['machine'].get('git_commit', 'not recorded')}`; VL-DUN preset `{cfg['preset']}` = "
         f"`{json.dumps(res.get('vldun_preset_config', 'not recorded'))}`",
         f"- threads: torch.set_num_threads({cfg['threads']}); machine: {res['machine']['cpu']} "
         f"({res['machine']['cpu_count']} logical CPUs, shared with other jobs), {res['machine']['platform']}, "
-        f"torch {res['machine']['torch']}, MONAI {res['machine']['monai']}",
+        f"torch {res['machine']['torch']}, MONAI {res['machine']['monai']}"
+        + (
+            f"; trained and evaluated on {cfg['device']} ({res['machine'].get('gpu') or 'no GPU name recorded'}, "
+            "float32: GPU kernels are not bit-reproducible, seconds per iteration are not comparable with CPU rows)"
+            if cfg.get("device", "cpu") != "cpu"
+            else ""
+        ),
         "- metrics: PSNR/SSIM per slice (skimage, data_range 1, 7×7 window, outputs clipped to [0, 1]); Dice/IoU per "
         "class per slice after argmax (class absent from both prediction and truth: skipped; false positive on a "
         "slice without the class: 0); *mean Dice/IoU* = per-slice mean over the foreground classes evaluated on "
