@@ -37,8 +37,8 @@ separately. ``--split validation`` evaluates on every 5th training patient inste
 settings there); ``--grad-probe N`` records the restoration and segmentation gradient norms on VL-DUN's shared
 trunk every N iterations. The sequential pipeline's segmentation network gets the same iterations on top of the
 restoration network it reuses (its reported time is the sum). ``--device cuda`` trains and evaluates on a GPU
-(float32, as on the CPU; the device and GPU name are recorded, and seeds aggregate only with runs on the same device
-type); e.g. the 256-px protocol on a lent GPU: ``--device cuda --size 256 --iterations 1200``.
+(float32, as on the CPU; the device and GPU name are recorded, and seeds aggregate only with runs of the same
+``--device``); e.g. the 256-px protocol on a lent GPU: ``--device cuda --size 256 --iterations 1200``.
 
 Results: ``<out-dir>/quality_<tag>.json`` (every method's summary, per-slice metrics and training ``trace``: each
 loss term and, when ``grad_clip_norm`` is set, the pre-clip gradient norm per iteration; a later run with the
@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         help="where the methods train and run: cpu (the protocol's tables) or cuda / cuda:N (a lent GPU; recorded "
-        "in the results, whose seeds then aggregate only with runs on a GPU)",
+        "in the results: seeds aggregate only with runs of the same --device)",
     )
     p.add_argument("--out-dir", default=str(_REPO / "benchmarks" / "results"))
     p.add_argument("--tag", default=None, help="results file tag (default: <setting>_s<size>_it<iterations>)")
