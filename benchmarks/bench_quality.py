@@ -306,7 +306,7 @@ def run_dataset(entry: str, methods: list[str], args: argparse.Namespace, comman
         degradation_text=deg.describe(),
         config=config,
         vldun_preset_config=vldun_cfg,
-        machine=machine(),
+        machine=machine(args.device),
     )
     runner = Runner(data, deg, args, recipe)
     t_all = time.perf_counter()

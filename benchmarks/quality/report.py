@@ -24,7 +24,8 @@ __all__ = ["CLAIMS", "dice_gap_closed", "machine", "plot", "render_markdown"]
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """The machine and code record of a run; ``gpu``: the name of the CUDA device the run uses (``None`` on cpu)."""
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -59,7 +60,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "monai": monai.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if torch.device(device).type == "cuda" else None,
     }
 
 

@@ -81,6 +81,11 @@ def _basic_unet_widths(state: Mapping[str, Any], prefix: str) -> list[int] | Non
     return [int(state[k].shape[0]) for k in keys]
 
 
+def _cli_list(values: list[int]) -> str:
+    """A list as one shell word the bundle CLI parses back into it: ``"[32,32,64]"``."""
+    return f'"{json.dumps(values, separators=(",", ":"))}"'
+
+
 def _dc_cascades(state: Mapping[str, Any]) -> int:
     blocks = {k.split(".")[2] for k in state if k.startswith("dc_cascades.blocks.")}
     return len(blocks)
@@ -100,7 +105,7 @@ def _dc_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
     cascade = "dc_cascades.blocks.0.model.unet."
     file_w, net_w = _basic_unet_widths(state, cascade), _basic_unet_widths(own, cascade)
     if file_w and net_w and file_w != net_w:
-        hint.append(f'--dc_cascade_features "{json.dumps(file_w, separators=(",", ":"))}"')
+        hint.append(f"--dc_cascade_features {_cli_list(file_w)}")
     return hint
 
 
@@ -126,9 +131,10 @@ def _seg_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
         hint.append(f"--seg_decoder {'conv' if file_unet is None else 'unet'}")
     # a conv-head network does not show which UNet widths the config would build: name the file's
     if file_unet and file_unet != net_unet:
-        hint.append(f'--seg_unet_features "{json.dumps(file_unet, separators=(",", ":"))}"')
-    if _seg_norm(state) != _seg_norm(own):
-        hint.append(f"--seg_norm {_seg_norm(state)}")
+        hint.append(f"--seg_unet_features {_cli_list(file_unet)}")
+    file_norm = _seg_norm(state)
+    if file_norm != _seg_norm(own):
+        hint.append(f"--seg_norm {file_norm}")
     return hint
 
 
