@@ -585,6 +585,30 @@ def test_sequential_wrapper_freezes_its_restoration_network():
         DictOutput(torch.nn.Identity(), "image")
 
 
+def test_merged_table_names_the_vldun_settings_of_a_row_trained_unlike_the_stated_ones():
+    conv = {"lr_scheduler": "s", "dc_cascades": 4, "overrides": {"dc_cascades": 4}}
+    unet = {**conv, "seg_decoder": "unet", "lambda_pre_dc": 1.0, "overrides": {"dc_cascades": 4, "seg_decoder": "unet"}}
+    old = _run_file({"rec_unet": {}, "vldun": {}, "vldun_dc": {}}, 300, recipe=conv)  # before seg_decoder existed
+    new = _run_file({"vldun_dc": {}}, 300, recipe=unet)
+    res = combine.merge_runs(
+        [combine.select_methods(old, ["rec_unet", "vldun"], "o.json"), new], ["o.json", "n.json"], "l"
+    )
+    assert res["config"]["recipe"]["seg_decoder"] == "unet"  # the setup states the vldun_dc row's head
+    assert res["merged_from"][0]["vldun_settings"] == {"seg_decoder": "conv", "lambda_pre_dc": 0.0}
+    assert "vldun_settings" not in res["merged_from"][1]
+    line = report._merged_source_line(res["merged_from"][0])
+    assert line.endswith(
+        "git `g300`; its VL-DUN rows were trained with seg_decoder='conv', lambda_pre_dc=0.0 "
+        "(the setup above states the values of the `vldun_dc` row)"
+    )
+    assert "trained with" not in report._merged_source_line(res["merged_from"][1])
+    # a source without VL-DUN rows has nothing to say
+    unets_only = combine.merge_runs(
+        [combine.select_methods(old, ["rec_unet"], "o.json"), new], ["o.json", "n.json"], "l"
+    )
+    assert "vldun_settings" not in unets_only["merged_from"][0]
+
+
 def test_merge_ignores_vldun_only_recipe_values_but_not_the_rest():
     recipe = {"learning_rate": 1e-3, "lambda_rec": 10.0, "rec_loss": "mse", "overrides": {}}
     unets = _run_file({"rec_unet": {"iterations": 300}}, 300, recipe=recipe)  # written before task_balance existed

@@ -225,6 +225,19 @@ def _same_untrained_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     )
 
 
+def _vldun_settings_unlike(result: Mapping[str, Any], stated: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"vldun_settings": {...}}``: the VL-DUN-only recipe values of ``result`` that differ from those the merged
+    table states (the ``vldun_dc`` run's), when ``result`` has a VL-DUN row; ``{}`` otherwise. Runs may differ in
+    these values and still merge, so a VL-DUN row from such a run (e.g. a blind network with another seg head)
+    must say what it was trained with, or the setup would describe it wrongly."""
+    recipe = result["config"].get("recipe")
+    if stated is None or not isinstance(recipe, Mapping) or not any(m.startswith("vldun") for m in result["methods"]):
+        return {}
+    own = _normalised_recipe(recipe)
+    differ = {k: own.get(k) for k in _VLDUN_ONLY_RECIPE_KEYS if own.get(k) != stated.get(k)}
+    return {"vldun_settings": differ} if differ else {}
+
+
 def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], budget_label: str) -> dict[str, Any]:
     """One results dict from several runs on the same test set with the same recipe (e.g. UNets from one run,
     VL-DUN from another with a different iteration count), so that their rows and paired claims share one table.
@@ -290,6 +303,7 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     config.pop("device", None)
     if devices != ["cpu"]:
         config["device"] = " + ".join(devices)
+    stated = _normalised_recipe(config["recipe"]) if isinstance(config.get("recipe"), Mapping) else None
     with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
     prefix = ref["title"].split("px,")[0] + "px"
     return {
@@ -307,6 +321,7 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
                 "time_budget": r["config"].get("time_budget"),
                 "git_commit": r["machine"].get("git_commit"),
                 "device": r["config"].get("device", "cpu"),
+                **_vldun_settings_unlike(r, stated),
             }
             for r, src in zip(results, sources)
         ],

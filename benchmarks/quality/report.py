@@ -175,6 +175,23 @@ def _dc_text(r: Mapping[str, Any]) -> str:
     )
 
 
+def _merged_source_line(src: Mapping[str, Any]) -> str:
+    """The setup line of one run a merged table was made from (an entry of ``merged_from``)."""
+    return (
+        f"- merged by `--merge` from `{src['file']}`: {', '.join(src['methods'])}; {src['iterations']} iterations"
+        + (f", capped at {src['time_budget']:.0f} s" if src.get("time_budget") else "")
+        + f", git `{src.get('git_commit')}`"
+        + (f", on {src['device']}" if src.get("device", "cpu") != "cpu" else "")
+        + (
+            "; its VL-DUN rows were trained with "
+            + ", ".join(f"{k}={v!r}" for k, v in src["vldun_settings"].items())
+            + " (the setup above states the values of the `vldun_dc` row)"
+            if src.get("vldun_settings")
+            else ""
+        )
+    )
+
+
 def render_markdown(res: Mapping[str, Any]) -> str:
     cfg, methods = res["config"], res["methods"]
     names = res["class_names"][1:]
@@ -209,14 +226,7 @@ def render_markdown(res: Mapping[str, Any]) -> str:
             if cfg.get("split") == "validation"
             else []
         ),
-        *(
-            f"- merged by `--merge` from `{src['file']}`: {', '.join(src['methods'])}; {src['iterations']} "
-            f"iterations"
-            + (f", capped at {src['time_budget']:.0f} s" if src.get("time_budget") else "")
-            + f", git `{src.get('git_commit')}`"
-            + (f", on {src['device']}" if src.get("device", "cpu") != "cpu" else "")
-            for src in res.get("merged_from", ())
-        ),
+        *(_merged_source_line(src) for src in res.get("merged_from", ())),
         f"- code: git `{res['machine'].get('git_commit', 'not recorded')}`; VL-DUN preset `{cfg['preset']}` = "
         f"`{json.dumps(res.get('vldun_preset_config', 'not recorded'))}`",
         f"- threads: torch.set_num_threads({cfg['threads']}); machine: {res['machine']['cpu']} "
