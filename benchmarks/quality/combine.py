@@ -193,6 +193,11 @@ def _segments(result: Mapping[str, Any]) -> bool:
     return any(m not in _NO_SEG_LOSS_METHODS for m in result["methods"])
 
 
+def _has_vldun(result: Mapping[str, Any]) -> bool:
+    """The run has a VL-DUN row (joint, DC or an ablation)."""
+    return any(m.startswith("vldun") for m in result["methods"])
+
+
 def parse_merge_source(text: str) -> tuple[Path, list[str] | None]:
     """``FILE.json`` (every method of the file) or ``FILE.json:m1,m2`` (only those rows)."""
     path, sep, names = text.rpartition(".json:")
@@ -231,7 +236,7 @@ def _vldun_settings_unlike(result: Mapping[str, Any], stated: Mapping[str, Any] 
     these values and still merge, so a VL-DUN row from such a run (e.g. a blind network with another seg head)
     must say what it was trained with, or the setup would describe it wrongly."""
     recipe = result["config"].get("recipe")
-    if stated is None or not isinstance(recipe, Mapping) or not any(m.startswith("vldun") for m in result["methods"]):
+    if stated is None or not isinstance(recipe, Mapping) or not _has_vldun(result):
         return {}
     own = _normalised_recipe(recipe)
     differ = {k: own.get(k) for k in _VLDUN_ONLY_RECIPE_KEYS if own.get(k) != stated.get(k)}
@@ -304,7 +309,7 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
     if devices != ["cpu"]:
         config["device"] = " + ".join(devices)
     stated = _normalised_recipe(config["recipe"]) if isinstance(config.get("recipe"), Mapping) else None
-    with_vldun = next((r for r in results if any(m.startswith("vldun") for m in r["methods"])), ref)
+    with_vldun = next((r for r in results if _has_vldun(r)), ref)
     prefix = ref["title"].split("px,")[0] + "px"
     return {
         **{k: v for k, v in ref.items() if k not in ("methods", "commands", "plot")},
