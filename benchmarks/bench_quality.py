@@ -27,18 +27,18 @@ vldun_dc             known operator: ``vldun`` with ``data_consistency=True`` (e
 ==================== ==================================================================================
 
 Every learned method gets the same budget and the same recipe: ``--iterations`` optimiser steps of batch
-``--batch-size`` (random flips, last iterate), optionally capped by ``--time-budget`` seconds, trained by the
-bundle's ``VLDUNTrainer`` with the loss, optimiser and warm-up + cosine schedule that ``bundle/configs/train.json``
-declares (``quality/recipe.py``; the schedule is laid out over the run's iterations). ``--set KEY=VALUE`` changes a
-top-level value of that config (``--set lambda_rec=3``) exactly as ``monai.bundle run training --KEY VALUE``
-would, so a number here is what a user of ``train.json`` gets. The UNets are wrapped to return the same dict as
-VL-DUN and train with the same ``VLDUNLoss`` (the terms they have). The wall-clock time of each is reported
-separately. ``--split validation`` evaluates on every 5th training patient instead of the test patients (choose
-settings there); ``--grad-probe N`` records the restoration and segmentation gradient norms on VL-DUN's shared
-trunk every N iterations. The sequential pipeline's segmentation network gets the same iterations on top of the
-restoration network it reuses (its reported time is the sum). ``--device cuda`` trains and evaluates on a GPU
-(float32, as on the CPU; the device and GPU name are recorded, and seeds aggregate only with runs of the same
-``--device``); e.g. the 256-px protocol on a lent GPU: ``--device cuda --size 256 --iterations 1200``.
+``--batch-size`` (random flips, last iterate), optionally capped by ``--time-budget`` seconds, trained by the bundle's
+``VLDUNTrainer`` with the loss, optimiser and warm-up + cosine schedule that ``bundle/configs/train.json`` declares
+(``quality/recipe.py``; the schedule is laid out over the run's iterations). ``--set KEY=VALUE`` changes a value of that
+config (``--set lambda_rec=3``, ``--set network_def#use_clip_prior=false``) exactly as ``monai.bundle run training --KEY
+VALUE`` would, so a number here is what a user of ``train.json`` gets. The UNets are wrapped to return the same dict as
+VL-DUN and train with the same ``VLDUNLoss`` (the terms they have). The wall-clock time of each is reported separately.
+``--split validation`` evaluates on every 5th training patient instead of the test patients (choose settings there);
+``--grad-probe N`` records the restoration and segmentation gradient norms on VL-DUN's shared trunk every N iterations.
+The sequential pipeline's segmentation network gets the same iterations on top of the restoration network it reuses (its
+reported time is the sum). ``--device cuda`` trains and evaluates on a GPU (float32, as on the CPU; the device and GPU
+name are recorded, and seeds aggregate only with runs of the same ``--device``); e.g. the 256-px protocol on a lent GPU:
+``--device cuda --size 256 --iterations 1200``.
 
 Results: ``<out-dir>/quality_<tag>.json`` (every method's summary, per-slice metrics and training ``trace``: each
 loss term and, when ``grad_clip_norm`` is set, the pre-clip gradient norm per iteration; a later run with the
@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a top-level value of the training config (JSON value), e.g. --set lambda_rec=3 (repeatable)",
+        help="override a value of the training config (JSON value): a top-level key (--set lambda_rec=3) or an id "
+        "into a section (--set network_def#use_clip_prior=false); repeatable",
     )
     p.add_argument("--config", default=str(TRAIN_CONFIG), help="training config whose recipe is used (train.json)")
     p.add_argument(

@@ -466,6 +466,21 @@ def test_recipe_is_train_json_with_overrides():
     assert net.seg_head is None and net.num_classes == 3 if hasattr(net, "num_classes") else net.seg_head is None
 
 
+def test_recipe_overrides_reach_into_config_sections():
+    """``--set network_def#use_clip_prior=false`` combines a constructor switch with any method (vldun_dc)."""
+    from benchmarks.quality.recipe import Recipe
+
+    r = Recipe({"preset": "tiny", "network_def#use_clip_prior": False})
+    assert r.build_vldun(2, {}).clip_prior is None
+    assert r.build_vldun(2, {"data_consistency": True}).clip_prior is None
+    assert Recipe({"preset": "tiny"}).build_vldun(2, {}).clip_prior is not None
+    for bad in ("no_such_section#x", "network_def#num_classes#x", "preset#x"):
+        with pytest.raises(KeyError, match="neither top-level keys"):
+            Recipe({bad: 1})
+    with pytest.raises(RuntimeError, match="use_clip_prir"):
+        Recipe({"preset": "tiny", "network_def#use_clip_prir": False}).build_vldun(2, {})
+
+
 def test_varnet_trains_with_its_measurements_whatever_the_recipes_dropout(tmp_path):
     """train.json's measurement dropout trains VL-DUN for blind batches too; the VarNet cascade has no blind mode,
     so it must get the measurements on every batch (dropout 1 would otherwise drop them all)."""

@@ -3,7 +3,8 @@
 Every learned method of the quality benchmark is trained by the bundle's
 :class:`~scripts.workflows.engines.VLDUNTrainer` with the loss, optimiser and learning-rate schedule that
 ``bundle/configs/train.json`` instantiates (read with MONAI's ``ConfigParser``; ``--set KEY=VALUE`` overrides any
-of its top-level values, exactly as ``python -m monai.bundle run training --KEY VALUE`` would). Only the data
+of its top-level values, or a key of one of its sections such as ``network_def#use_clip_prior``, exactly as
+``python -m monai.bundle run training --KEY VALUE`` would). Only the data
 differ: the benchmark feeds its protocol slices (fixed splits, fresh masks per sample) instead of the bundle's
 datalist, so the schedule is laid out over ``iterations`` steps with the config's own ``epochs`` / ``warmup_epochs``
 proportions. VL-DUN is built by the config's ``network_def`` (preset, CLIP settings), with an ablation's switch
@@ -47,6 +48,27 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def _settable(config: Mapping[str, Any], key: str) -> bool:
+    """Whether ``--set key=...`` names something of ``config``: a top-level key, or a key inside an existing section.
+
+    A nested id (MONAI's ``#`` / ``::`` separators) may add a key to its section, since constructor arguments left
+    at their defaults (``network_def#use_clip_prior``) are absent from the file; a misspelt argument then fails
+    where the section is instantiated (MONAI's instantiation error names the keywords it was given).
+    """
+    parts = key.replace("::", "#").split("#")
+    if len(parts) == 1:
+        return key in config
+    node: Any = config
+    for part in parts[:-1]:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, Mapping) or (isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node))
 
 
 class DictOutput(nn.Module):
@@ -128,7 +150,8 @@ class Recipe:
     """``train.json``'s loss / optimiser / schedule / trainer for one benchmark run.
 
     Args:
-        overrides: top-level config values to change (``--set``), applied on top of ``train.json``.
+        overrides: config values to change (``--set``), applied on top of ``train.json``: top-level keys, or ids
+            into a section (``network_def#use_clip_prior``), as on the ``monai.bundle run`` command line.
         config_file: the training config (default: the bundle's ``train.json``).
         device: where the networks train (``"cpu"``, ``"cuda"``); the data stay on the CPU until the trainer's
             ``prepare_batch`` moves each batch, as in the bundle's own training.
@@ -146,9 +169,12 @@ class Recipe:
         self.config_file = Path(config_file)
         self.overrides = dict(overrides or {})
         base = ConfigParser.load_config_file(str(self.config_file))
-        unknown = sorted(k for k in self.overrides if k not in base)
+        unknown = sorted(k for k in self.overrides if not _settable(base, k))
         if unknown:
-            raise KeyError(f"--set: {unknown} are not top-level keys of {self.config_file.name}.")
+            raise KeyError(
+                f"--set: {unknown} are neither top-level keys of {self.config_file.name} nor new keys of one of its "
+                "sections (`network_def#use_clip_prior`)."
+            )
         self._base = base
 
     def _parser(self, network: nn.Module | None, modality: str, iterations: int):
