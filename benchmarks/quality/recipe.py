@@ -50,25 +50,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _settable(config: Mapping[str, Any], key: str) -> bool:
-    """Whether ``--set key=...`` names something of ``config``: a top-level key, or a key inside an existing section.
+def _settable(parser: Any, key: str) -> bool:
+    """Whether ``--set key=...`` names something of the config in ``parser`` (a MONAI ``ConfigParser``): an existing
+    id, top-level or nested, or a new key of an existing section.
 
     A nested id (MONAI's ``#`` / ``::`` separators) may add a key to its section, since constructor arguments left
     at their defaults (``network_def#use_clip_prior``) are absent from the file; a misspelt argument then fails
     where the section is instantiated (MONAI's instantiation error names the keywords it was given).
     """
-    parts = key.replace("::", "#").split("#")
-    if len(parts) == 1:
-        return key in config
-    node: Any = config
-    for part in parts[:-1]:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return isinstance(node, Mapping) or (isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node))
+    from monai.bundle.reference_resolver import ReferenceResolver
+    from monai.bundle.utils import ID_SEP_KEY
+
+    if key in parser:
+        return True
+    section = ReferenceResolver.normalize_id(key).rpartition(ID_SEP_KEY)[0]
+    return bool(section) and section in parser and isinstance(parser[section], dict)
 
 
 class DictOutput(nn.Module):
@@ -169,7 +165,8 @@ class Recipe:
         self.config_file = Path(config_file)
         self.overrides = dict(overrides or {})
         base = ConfigParser.load_config_file(str(self.config_file))
-        unknown = sorted(k for k in self.overrides if not _settable(base, k))
+        declared = ConfigParser(base)
+        unknown = sorted(k for k in self.overrides if not _settable(declared, k))
         if unknown:
             raise KeyError(
                 f"--set: {unknown} are neither top-level keys of {self.config_file.name} nor new keys of one of its "
