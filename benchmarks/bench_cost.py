@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _machine import cpu_name  # noqa: E402
+
 from scripts.networks import VLDUN, BiMamba2D  # noqa: E402
 
 PAPER = {"params_M": 22.77, "gflops": 167.24, "ms": 58.72}
@@ -130,14 +132,7 @@ def time_train_step(model: torch.nn.Module, size: int, batch: int, iters: int) -
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
     return (
         f"{platform.platform()}; CPU {cpu}, {os.cpu_count()} logical cores; load average at start "

@@ -37,6 +37,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bundle"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _machine import cpu_name  # noqa: E402
 
 from scripts.networks.selective_scan import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
@@ -154,14 +157,7 @@ def peak_memory_bytes(fn, inp) -> int:
 
 
 def machine_description(threads: int) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name("unknown CPU")
     return (
         f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} "
         f"({torch.get_num_threads()} of {threads} requested threads), Python {platform.python_version()}, "

@@ -759,3 +759,19 @@ def test_trace_grads_records_each_module_and_batch_kind_and_stops_where_told(tmp
     assert logged[0]["losses"]["loss_rec"] == pytest.approx(records[0]["losses"]["loss_rec"], rel=1e-3)
     table = trace_grads.summarize(records, window=2).splitlines()
     assert len(table) == 4 and table[2].startswith("| 1-2 | ") and table[3].startswith("| 3-3 | ")
+
+
+def test_cpu_name_reads_the_cpuinfo_model_line_and_falls_back_without_it(tmp_path, monkeypatch):
+    from benchmarks import _machine
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9999 64-Core Processor\n")
+    monkeypatch.setattr(_machine, "CPUINFO", info)
+    assert _machine.cpu_name() == "AMD EPYC 9999 64-Core Processor"
+    assert report.machine()["cpu"] == "AMD EPYC 9999 64-Core Processor"  # the quality benchmark's record uses it
+
+    monkeypatch.setattr(_machine, "CPUINFO", tmp_path / "absent")  # not Linux: no cpuinfo
+    monkeypatch.setattr(_machine.platform, "processor", lambda: "")
+    assert _machine.cpu_name("unknown CPU") == "unknown CPU"
+    monkeypatch.setattr(_machine.platform, "processor", lambda: "arm")
+    assert _machine.cpu_name("unknown CPU") == "arm"

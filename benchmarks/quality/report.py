@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._machine import cpu_name
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired
 
@@ -26,15 +27,7 @@ _REPO = Path(__file__).resolve().parents[2]
 
 def machine(device: str = "cpu") -> dict[str, Any]:
     """The machine and code record of a run; ``gpu``: the name of the CUDA device the run uses (``None`` on cpu)."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import subprocess
 
     import monai
