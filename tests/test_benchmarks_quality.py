@@ -169,6 +169,11 @@ def test_end_to_end_all_methods(tmp_path):
     assert m["vldun_no_clip"]["switches"] == {"use_clip_prior": False}
     assert m["vldun_dc"]["switches"] == {"data_consistency": True} and 0 <= m["vldun_dc"]["dice_mean"] <= 1
     assert m["varnet"]["cascades"] == 4 and "dice_mean" not in m["varnet"]
+    # the DC network is also scored without its measurements; the VarNet has no blind mode
+    blind = m["vldun_dc"]["blind"]
+    assert np.isfinite(blind["psnr_mean"]) and 0 <= blind["dice_mean"] <= 1 and "blind" not in m["varnet"]
+    assert blind["psnr"] != m["vldun_dc"]["psnr"]
+    assert "blind − `vldun`" in (out / "quality_t.md").read_text()
     assert "modality_accuracy" not in m["vldun_no_clip"] and "modality_accuracy" in m["vldun"]
     assert all(m[k]["iterations"] == 2 for k in METHODS if k != "zero_filled")
     assert m["sequential"]["train_seconds"] >= m["sequential"]["rec_train_seconds"]

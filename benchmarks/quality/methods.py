@@ -264,6 +264,11 @@ class Runner:
             measured = self.test_measured if method in KNOWN_OPERATOR else None
             out = predict(net, self.test_inputs, a.eval_batch, measured)
             rec.update(self._eval(out.get("restored"), out.get("seg")))
+            if measured is not None:
+                # the same weights without k-space and mask: what they give a user who has only images (the
+                # price or benefit of training with measurement dropout is measured on both sides)
+                blind = predict(net, self.test_inputs, a.eval_batch)
+                rec["blind"] = self._eval(blind.get("restored"), blind.get("seg"))
             if "modality_logits" in out:
                 rec["modality_accuracy"] = float((out["modality_logits"].argmax(1) == self._modality()).mean())
                 deg_id = int(self.deg.transform().degradation)
