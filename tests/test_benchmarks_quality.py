@@ -254,6 +254,14 @@ def test_seed_summary_verdicts():
     assert mean == pytest.approx(20.5 + 0.25 + 0.015, abs=0.006) and sd == pytest.approx(0.1 / math.sqrt(2), abs=0.006)
     md = combine.render_seed_summary([run(0, 0.2), run(1, -0.3)], ["a.json", "b.json"])
     assert next(ln for ln in md.splitlines() if ln.startswith("| joint beats separate (Dice)")).endswith("undecided |")
+    assert "without the measurements" not in md
+    # a DC network's blind-mode evaluation gets its own row, counted over the seeds that recorded one
+    runs = [run(0, 0.2), run(1, 0.3)]
+    runs[0]["methods"]["vldun_dc"] = {**runs[0]["methods"]["vldun"], "blind": {"psnr_mean": 19.0, "dice_mean": 0.3}}
+    runs[1]["methods"]["vldun_dc"] = dict(runs[1]["methods"]["vldun"])
+    md = combine.render_seed_summary(runs, ["a.json", "b.json"])
+    brow = next(ln for ln in md.splitlines() if "(`vldun_dc`), the same weights without the measurements" in ln)
+    assert brow.split("|")[2:4] == [" 1 ", " 19.00 ± 0.00 "] and brow.split("|")[5] == " 0.300 ± 0.000 "
     other = run(1, 0.2)
     other["config"]["size"] = 64
     with pytest.raises(ValueError, match="differ only"):
