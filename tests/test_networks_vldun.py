@@ -417,6 +417,35 @@ def test_the_unet_seg_head_without_a_rec_head_reads_the_input_and_conv_is_the_de
         _tiny(seg_decoder="unet", seg_unet_features=[4, 4, 8])
 
 
+@pytest.mark.parametrize("dc", [False, True])
+def test_the_image_unet_seg_head_is_the_sequential_pipeline_inside_the_network(dc):
+    """``seg_decoder="image_unet"``: the seg UNet reads the detached restored (with measurements: consistent) image
+    only; its logits are that UNet applied to the network's own restored output, no gradient of the seg loss reaches
+    the trunk or the rec head, and the parts that only act on the features (the dc_to_seg feed, the ``shared``
+    output for gradnorm balancing) are not built."""
+    kw = {**UNET_SEG, "seg_decoder": "image_unet", "data_consistency": dc, "dc_to_seg": dc}
+    kw.update({"dc_cascades": 1, "dc_cascade_features": [4] * 6} if dc else {})
+    net = _tiny(**kw)
+    assert net.seg_head.conv_0.conv_0.conv.in_channels == 1 and net.dc_seg_embed is None
+    with torch.no_grad():  # a rec head that changes the image (it starts at zero: the output would be the input)
+        net.rec_head.weight.normal_(0, 0.1)
+    x = torch.rand(2, 1, 36, 34)
+    extra = {}
+    if dc:
+        mask = torch.zeros(2, 1, 36, 34)
+        mask[..., ::3] = 1
+        extra = {"kspace": fft2c(x.to(torch.complex64)) * mask, "mask": mask}
+    out = net.train()(x, **extra)
+    assert "shared" not in out and out["seg"].shape == (2, 4, 36, 34)
+    torch.testing.assert_close(out["seg"], net.seg_head(net._pad(out["restored"].detach()))[..., :36, :34])
+    grads = torch.autograd.grad(
+        out["seg"].square().sum(), [net.rec_head.weight, net.patch_embed.weight], allow_unused=True
+    )
+    assert grads == (None, None)
+    blind = net.eval()(x)  # without measurements it segments the blind restored image
+    torch.testing.assert_close(blind["seg"], net.seg_head(net._pad(blind["restored"]))[..., :36, :34])
+
+
 @pytest.mark.parametrize("seg_decoder", ["conv", "unet"])
 def test_seg_feature_grad_scales_only_the_segmentation_gradient_into_the_trunk(seg_decoder):
     kw = {**UNET_SEG, "seg_decoder": seg_decoder}

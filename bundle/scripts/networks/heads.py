@@ -1,7 +1,8 @@
 """The two task heads of VL-DUN (paper Fig. 2): the restoration head and the segmentation head.
 
 Both read the final 2C feature map of the unfolded network. :class:`SegUNetHead` is the alternative segmentation
-head (``seg_decoder="unet"``): a U-shaped decoder that reads the restored image with those features. The paper's
+head (``seg_decoder="unet"``): a U-shaped decoder that reads the restored image with those features, or the restored
+image alone (``seg_decoder="image_unet"``: restoration-then-segmentation inside one network). The paper's
 heads keep the state-dict keys the network had when the heads were plain layers (``rec_head.weight``,
 ``rec_head_imag.weight``, ``seg_head.0.weight`` ... ``seg_head.6.bias``), so checkpoints saved before these classes
 existed load unchanged.
@@ -18,7 +19,7 @@ from torch import nn
 __all__ = ["RecHead", "SegHead", "SegUNetHead", "SEG_DECODERS", "SEG_UNET_FEATURES"]
 
 #: the segmentation heads ``VLDUN(seg_decoder=...)`` builds
-SEG_DECODERS = ("conv", "unet")
+SEG_DECODERS = ("conv", "unet", "image_unet")
 #: the default ``SegUNetHead`` widths: those of the benchmark's segmentation UNet (MONAI ``BasicUNet``'s default)
 SEG_UNET_FEATURES = (32, 32, 64, 128, 256, 32)
 
@@ -37,7 +38,7 @@ class RecHead(nn.Conv2d):
     estimate (zero at the start: the first output is the measured zero-filled image).
 
     Args:
-        in_channels: channels of the features (2C).
+        in_channels: channels of the features (2C; 0 for the image-only head of ``seg_decoder="image_unet"``).
         out_channels: channels of the restored image.
         bias: with a bias (zero-initialised too).
     """
@@ -59,7 +60,7 @@ class SegHead(nn.Sequential):
     ``("group", {"num_groups": 8})``) computes the same thing in training and evaluation.
 
     Args:
-        in_channels: channels of the features (2C).
+        in_channels: channels of the features (2C; 0 for the image-only head of ``seg_decoder="image_unet"``).
         num_classes: logit channels (background included).
         hidden: channels of the two hidden convolutions.
         norm: a MONAI norm spec (:func:`monai.networks.layers.utils.get_norm_layer`): a name or ``(name, kwargs)``;
@@ -102,7 +103,7 @@ class SegUNetHead(BasicUNet):
     Measured so far only with kaiming-initialised feature weights (bundle README, *Performance*).
 
     Args:
-        in_channels: channels of the features (2C).
+        in_channels: channels of the features (2C; 0 for the image-only head of ``seg_decoder="image_unet"``).
         num_classes: logit channels (background included).
         image_channels: channels of the restored image concatenated in front of the features.
         features: the six ``BasicUNet`` widths.

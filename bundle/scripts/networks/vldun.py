@@ -106,8 +106,11 @@ class VLDUN(nn.Module):
         seg_hidden: channels of the seg head's hidden convolutions.
         seg_norm: the seg head's norm, a MONAI norm spec (``"batch"``, ``("instance", {"affine": True})``, ...; see
             :class:`SegHead`).
-        seg_decoder: ``"conv"`` (the paper's :class:`SegHead` on the features) or ``"unet"`` (:class:`SegUNetHead`:
-            a ``BasicUNet`` on the detached restored image and the features; ``seg_hidden`` is then unused).
+        seg_decoder: ``"conv"`` (the paper's :class:`SegHead` on the features), ``"unet"`` (:class:`SegUNetHead`:
+            a ``BasicUNet`` on the detached restored image and the features; ``seg_hidden`` is then unused) or
+            ``"image_unet"`` (that ``BasicUNet`` on the detached restored image alone: the sequential pipeline inside
+            one network, trained at once; the trunk is the restoration's only, so ``seg_feature_grad``, ``dc_to_seg``
+            and gradnorm balancing have nothing to act on, and no ``shared`` output is returned).
         seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` seg head.
         seg_feature_grad: the factor on the segmentation loss's gradient into the shared features (1: the paper's
             joint training; 0: the seg head reads them detached, so only the restoration trains the trunk). The
@@ -285,9 +288,10 @@ class VLDUN(nn.Module):
         self.rec_head_imag: RecHead | None = RecHead(c2, 1, bias) if data_consistency else None
         self.dc_projection = KspaceDataConsistency(dc_projection) if data_consistency else None
         self.seg_head: SegHead | SegUNetHead | None = None
-        if seg_head and seg_decoder == "unet":
+        if seg_head and seg_decoder in ("unet", "image_unet"):
             image_channels = out_channels if rec_head else in_channels  # the input image when there is no restoration
-            self.seg_head = SegUNetHead(c2, num_classes, image_channels, seg_unet_features, seg_norm)
+            feature_channels = c2 if seg_decoder == "unet" else 0
+            self.seg_head = SegUNetHead(feature_channels, num_classes, image_channels, seg_unet_features, seg_norm)
         elif seg_head:
             self.seg_head = SegHead(c2, num_classes, seg_hidden, seg_norm)
         if self.has_stage_heads:
@@ -301,7 +305,8 @@ class VLDUN(nn.Module):
             DCCascades(dc_cascades, dc_cascade_features) if data_consistency and int(dc_cascades) > 0 else None
         )
         self.dc_seg_embed: nn.Conv2d | None = None
-        if data_consistency and dc_to_seg and seg_head:
+        # the image-only seg head already reads the consistent image: the feed into the features would be unused
+        if data_consistency and dc_to_seg and seg_head and seg_decoder != "image_unet":
             self.dc_seg_embed = nn.Conv2d(2, c2, kernel_size=3, padding=1)
             nn.init.zeros_(self.dc_seg_embed.weight)  # a fresh network segments as the blind one does
             nn.init.zeros_(self.dc_seg_embed.bias)
@@ -444,7 +449,10 @@ class VLDUN(nn.Module):
                 out["restored_pre_dc"] = (x.float() + real.float()).to(x.dtype)
         elif self.rec_head is not None:
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
-        if self.seg_head is not None:
+        if self.seg_head is not None and self.seg_decoder == "image_unet":
+            image = out["restored"] if "restored" in out else x
+            out["seg"] = self.seg_head(self._pad(image.detach().to(z.dtype)).contiguous())[..., :h, :w]
+        elif self.seg_head is not None:
             # the same values; only the segmentation gradient into the shared trunk is scaled (0 keeps a zero
             # gradient on the graph rather than none, so gradnorm balancing sees "no seg gradient", not a wrapper)
             g = self.seg_feature_grad
@@ -462,7 +470,7 @@ class VLDUN(nn.Module):
                 image = self._pad(image.detach().to(z.dtype))
                 z_seg = torch.cat([image, z_seg], dim=1).contiguous()  # NCHW for the UNet head (_channels_last)
             out["seg"] = self.seg_head(z_seg)[..., :h, :w]
-        if self.training and self.output == "dict" and torch.is_grad_enabled():
+        if self.training and self.output == "dict" and torch.is_grad_enabled() and self.seg_decoder != "image_unet":
             out["shared"] = z  # the features both heads read: the joint loss balances the tasks' gradients here
         if self.return_stages:
             size = xp.shape[-2:]

@@ -120,6 +120,15 @@ def _seg_norm(state: Mapping[str, Any]) -> str:
     return "instance"
 
 
+def _seg_decoder(state: Mapping[str, Any], unet_widths: list[int] | None) -> str:
+    """``conv``, or which UNet head: ``image_unet`` reads the image channels only (1-3), ``unet`` the 2C >= 16
+    feature channels too."""
+    if unet_widths is None:
+        return "conv"
+    first = state["seg_head.conv_0.conv_0.conv.weight"]
+    return "image_unet" if first.shape[1] <= 3 else "unet"
+
+
 def _seg_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
     """Command-line switches that build the segmentation head the weights were trained with (decoder, widths,
     norm), so that weights trained with ``--seg_decoder unet`` name it instead of listing 50 keys."""
@@ -127,8 +136,9 @@ def _seg_hints(state: Mapping[str, Any], own: Mapping[str, Any]) -> list[str]:
         return []
     hint = []
     file_unet, net_unet = _basic_unet_widths(state, "seg_head."), _basic_unet_widths(own, "seg_head.")
-    if (file_unet is None) != (net_unet is None):
-        hint.append(f"--seg_decoder {'conv' if file_unet is None else 'unet'}")
+    file_decoder, net_decoder = _seg_decoder(state, file_unet), _seg_decoder(own, net_unet)
+    if file_decoder != net_decoder:
+        hint.append(f"--seg_decoder {file_decoder}")
     # a conv-head network does not show which UNet widths the config would build: name the file's
     if file_unet and file_unet != net_unet:
         hint.append(f"--seg_unet_features {_cli_list(file_unet)}")
