@@ -38,7 +38,7 @@ class RecHead(nn.Conv2d):
     estimate (zero at the start: the first output is the measured zero-filled image).
 
     Args:
-        in_channels: channels of the features (2C; 0 for the image-only head of ``seg_decoder="image_unet"``).
+        in_channels: channels of the features (2C).
         out_channels: channels of the restored image.
         bias: with a bias (zero-initialised too).
     """
@@ -60,7 +60,7 @@ class SegHead(nn.Sequential):
     ``("group", {"num_groups": 8})``) computes the same thing in training and evaluation.
 
     Args:
-        in_channels: channels of the features (2C; 0 for the image-only head of ``seg_decoder="image_unet"``).
+        in_channels: channels of the features (2C).
         num_classes: logit channels (background included).
         hidden: channels of the two hidden convolutions.
         norm: a MONAI norm spec (:func:`monai.networks.layers.utils.get_norm_layer`): a name or ``(name, kwargs)``;

@@ -111,7 +111,7 @@ class VLDUN(nn.Module):
             ``"image_unet"`` (that ``BasicUNet`` on the detached restored image alone: the sequential pipeline inside
             one network, trained at once; the trunk is the restoration's only, so ``seg_feature_grad``, ``dc_to_seg``
             and gradnorm balancing have nothing to act on, and no ``shared`` output is returned).
-        seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` seg head.
+        seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` / ``"image_unet"`` seg head.
         seg_feature_grad: the factor on the segmentation loss's gradient into the shared features (1: the paper's
             joint training; 0: the seg head reads them detached, so only the restoration trains the trunk). The
             forward values are the same for every factor.
