@@ -449,26 +449,27 @@ class VLDUN(nn.Module):
                 out["restored_pre_dc"] = (x.float() + real.float()).to(x.dtype)
         elif self.rec_head is not None:
             out["restored"] = (self.rec_head(z) + residual)[..., :h, :w]
-        if self.seg_head is not None and self.seg_decoder == "image_unet":
-            image = out["restored"] if "restored" in out else x
-            out["seg"] = self.seg_head(self._pad(image.detach().to(z.dtype)).contiguous())[..., :h, :w]
-        elif self.seg_head is not None:
-            # the same values; only the segmentation gradient into the shared trunk is scaled (0 keeps a zero
-            # gradient on the graph rather than none, so gradnorm balancing sees "no seg gradient", not a wrapper)
-            g = self.seg_feature_grad
-            z_seg = z if g == 1.0 else g * z + (1.0 - g) * z.detach()
-            if self.dc_seg_embed is not None and measured is not None:
-                # detached: the seg loss trained through it pulls the restored image towards what segments (demo:
-                # MRI / CT gains +1.2 / +1.0 dB against +2.4 / +2.6 without the feed); the restoration is the rec
-                # loss's, segmentation only reads it
-                gain = complex_to_channels(out["restored_complex"].detach() - x.float())
-                gain = F.pad(gain.to(z.dtype), (0, z.shape[-1] - w, 0, z.shape[-2] - h))
-                z_seg = z_seg + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
-            if self.seg_decoder == "unet":
-                # detached, as the dc_to_seg gain: segmentation reads the restoration, the rec loss makes it
-                image = out["restored"] if "restored" in out else x
-                image = self._pad(image.detach().to(z.dtype))
-                z_seg = torch.cat([image, z_seg], dim=1).contiguous()  # NCHW for the UNet head (_channels_last)
+        if self.seg_head is not None:
+            # the UNet heads read the restoration detached, as the dc_to_seg gain: the rec loss makes it
+            image = None
+            if self.seg_decoder != "conv":
+                image = self._pad((out["restored"] if "restored" in out else x).detach().to(z.dtype))
+            if self.seg_decoder == "image_unet":
+                z_seg = image.contiguous()
+            else:
+                # the same values; only the segmentation gradient into the shared trunk is scaled (0 keeps a zero
+                # gradient on the graph rather than none, so gradnorm balancing sees "no seg gradient", not a wrapper)
+                g = self.seg_feature_grad
+                z_seg = z if g == 1.0 else g * z + (1.0 - g) * z.detach()
+                if self.dc_seg_embed is not None and measured is not None:
+                    # detached: the seg loss trained through it pulls the restored image towards what segments
+                    # (demo: MRI / CT gains +1.2 / +1.0 dB against +2.4 / +2.6 without the feed); the restoration
+                    # is the rec loss's, segmentation only reads it
+                    gain = complex_to_channels(out["restored_complex"].detach() - x.float())
+                    gain = F.pad(gain.to(z.dtype), (0, z.shape[-1] - w, 0, z.shape[-2] - h))
+                    z_seg = z_seg + self.dc_seg_embed(gain.contiguous(memory_format=torch.channels_last))
+                if image is not None:
+                    z_seg = torch.cat([image, z_seg], dim=1).contiguous()  # NCHW for the UNet head (_channels_last)
             out["seg"] = self.seg_head(z_seg)[..., :h, :w]
         if self.training and self.output == "dict" and torch.is_grad_enabled() and self.seg_decoder != "image_unet":
             out["shared"] = z  # the features both heads read: the joint loss balances the tasks' gradients here
