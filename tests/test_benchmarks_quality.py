@@ -535,6 +535,32 @@ def test_grad_clip_norm_of_the_recipe_reaches_the_trainer_and_the_table(tmp_path
     assert "gradients clipped to global norm 0.25" in (tmp_path / "out" / "quality_c.md").read_text()
 
 
+def test_seg_unet_dropout_of_the_recipe_reaches_every_segmentation_unet_and_the_table(tmp_path, monkeypatch):
+    """One recipe for every method: the baselines' segmentation UNets get the dropout VL-DUN's UNet head gets, the
+    restoration UNet none."""
+    from benchmarks.quality import methods
+
+    built = []
+    original = methods.make_unet
+
+    def spy(out_channels, features, dropout=0.0):
+        built.append((out_channels, dropout))
+        return original(out_channels, features, dropout)
+
+    monkeypatch.setattr(methods, "make_unet", spy)
+    data = _slice_folder(tmp_path / "synth")
+    argv = [
+        "--datasets", f"{data}@cartesian:4:0.08", "--modality", "MRI", "--methods", "sequential", "seg_unet_degraded",
+        "--size", "32", "--iterations", "1", "--batch-size", "2", "--out-dir", str(tmp_path / "out"), "--tag", "p",
+        "--log-every", "0", "--unet-features", "4,4,4,4,4,4", "--set", "seg_unet_dropout=0.3",
+    ]  # fmt: skip
+    assert bq.main(argv) == 0
+    assert [d for k, d in built if k == 1] == [0.0] and [d for k, d in built if k > 1] == [0.3, 0.3]
+    res = json.loads((tmp_path / "out" / "quality_p.json").read_text())
+    assert res["config"]["recipe"]["seg_unet_dropout"] == 0.3
+    assert "dropout 0.3 in every segmentation UNet" in (tmp_path / "out" / "quality_p.md").read_text()
+
+
 class _HalfImage(torch.nn.Module):
     def forward(self, x):
         return 0.5 * x

@@ -417,6 +417,34 @@ def test_the_unet_seg_head_without_a_rec_head_reads_the_input_and_conv_is_the_de
         _tiny(seg_decoder="unet", seg_unet_features=[4, 4, 8])
 
 
+@pytest.mark.parametrize("decoder", ["unet", "image_unet"])
+def test_seg_unet_dropout_regularises_the_unet_head_in_training_only(decoder):
+    """``seg_unet_dropout`` puts MONAI's dropout after every convolution of the UNet seg head: training forwards of
+    one input differ, evaluation is deterministic and equal to the same weights without dropout; the restoration
+    (no dropout) is the same in both modes."""
+    kw = {**UNET_SEG, "seg_decoder": decoder}
+    net, plain = _tiny(**kw, seg_unet_dropout=0.3), _tiny(**kw)
+    drops = [m for m in net.seg_head.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(m.p == 0.3 for m in drops)
+    assert all(m.p == 0.0 for m in plain.seg_head.modules() if isinstance(m, torch.nn.Dropout))
+    _read_features(net)
+    plain.load_state_dict(net.state_dict())  # dropout has no parameters: the same weights load
+    x = torch.rand(2, 1, 32, 32)
+    net.train()
+    first, second = net(x), net(x)
+    assert not torch.allclose(first["seg"], second["seg"])
+    torch.testing.assert_close(first["restored"], second["restored"])
+    net.eval(), plain.eval()
+    torch.testing.assert_close(net(x)["seg"], plain(x)["seg"])
+    torch.testing.assert_close(net(x)["seg"], net(x)["seg"])
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_seg_unet_dropout_outside_0_1_is_refused(p):
+    with pytest.raises(ValueError, match=r"seg_unet_dropout must be in \[0, 1\)"):
+        _tiny(**UNET_SEG, seg_unet_dropout=p)
+
+
 @pytest.mark.parametrize("dc", [False, True])
 def test_the_image_unet_seg_head_is_the_sequential_pipeline_inside_the_network(dc):
     """``seg_decoder="image_unet"``: the seg UNet reads the detached restored (with measurements: consistent) image

@@ -289,6 +289,20 @@ def test_seg_head_knobs_default_to_the_preset_and_reach_the_segmentation_head(co
     assert net.seg_head.conv_0.conv_0.conv.out_channels == 4
 
 
+def test_seg_unet_dropout_is_a_train_json_knob_that_reaches_the_unet_head():
+    """Dropout acts only in training, so inference.json does not need it: its weights load either way."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"bundle_root": str(ROOT / "bundle"), "preset": "tiny", "data_consistency": False})
+    assert parser.get_parsed_content("seg_unet_dropout") == 0.0
+    parser.update({"seg_decoder": "unet", "seg_unet_features": [4, 4, 8, 8, 16, 4], "seg_unet_dropout": 0.2})
+    net = parser.get_parsed_content("network_def", lazy=False)
+    drops = [m.p for m in net.seg_head.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and set(drops) == {0.2}
+    tracked = [h for h in parser["train"]["handlers"] if h["_target_"].endswith("TrackingParamsHandler")]
+    assert tracked and tracked[0]["params"]["seg_unet_dropout"] == "@seg_unet_dropout"
+
+
 def test_lambda_pre_dc_is_a_train_json_knob_that_reaches_the_loss():
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))

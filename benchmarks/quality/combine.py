@@ -150,9 +150,10 @@ _VLDUN_ONLY_RECIPE_KEYS = (
 )
 
 
-#: recipe values that only act on a segmentation loss, and the methods that train none (restoration only): a run of
-#: nothing but these methods is the same computation under any value, so it merges with runs that set one
-_SEG_LOSS_RECIPE_KEYS = ("dice_ce_kwargs",)
+#: recipe values that only act on a segmentation loss or a segmentation network, and the methods that train none
+#: (restoration only): a run of nothing but these methods is the same computation under any value, so it merges with
+#: runs that set one
+_SEG_LOSS_RECIPE_KEYS = ("dice_ce_kwargs", "seg_unet_dropout")
 _NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no_seg"})
 
 
@@ -164,6 +165,7 @@ _RECIPE_DEFAULTS: dict[str, Any] = {
     "seg_decoder": "conv",
     "seg_unet_features": list(SEG_UNET_FEATURES),
     "seg_feature_grad": 1.0,
+    "seg_unet_dropout": 0.0,
     "lambda_pre_dc": 0.0,
 }
 

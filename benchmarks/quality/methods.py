@@ -55,10 +55,12 @@ METHOD_LABELS = {
 
 
 # ------------------------------------------------------------------------------------------------ networks
-def make_unet(out_channels: int, features: Sequence[int]) -> nn.Module:
+def make_unet(out_channels: int, features: Sequence[int], dropout: float = 0.0) -> nn.Module:
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=1, out_channels=out_channels, features=tuple(features))
+    return BasicUNet(
+        spatial_dims=2, in_channels=1, out_channels=out_channels, features=tuple(features), dropout=float(dropout)
+    )
 
 
 def n_params(net: nn.Module) -> int:
@@ -177,6 +179,10 @@ class Runner:
         a = self.args
         return a.seed if a.train_seed is None else a.train_seed
 
+    def _seg_dropout(self) -> float:
+        """The recipe's ``seg_unet_dropout``: the baselines' segmentation UNets get what VL-DUN's UNet head gets."""
+        return float(self.recipe.value("seg_unet_dropout")) if self.recipe.has("seg_unet_dropout") else 0.0
+
     def _train(self, net: nn.Module, name: str, clean_input: bool = False) -> dict[str, Any]:
         a = self.args
         torch.manual_seed(self._train_seed())
@@ -229,7 +235,7 @@ class Runner:
             rec.update(self._eval(out["restored"], None))
             rec["cascades"] = int(a.varnet_cascades)
         elif method in ("seg_unet_degraded", "seg_unet_clean"):
-            net = DictOutput(make_unet(self.k, a.unet_features), "seg")
+            net = DictOutput(make_unet(self.k, a.unet_features, self._seg_dropout()), "seg")
             use_clean = method == "seg_unet_clean"
             rec.update(self._train(net, method, clean_input=use_clean))
             t = time.perf_counter()
@@ -242,7 +248,7 @@ class Runner:
                 first = self.run("rec_unet")
                 extra = first["train_seconds"]
             assert self.rec_net is not None and self.rec_record is not None
-            net = DictOutput(make_unet(self.k, a.unet_features), "seg", before=self.rec_net)
+            net = DictOutput(make_unet(self.k, a.unet_features, self._seg_dropout()), "seg", before=self.rec_net)
             rec.update(self._train(net, method))
             rec["seg_train_seconds"] = rec["train_seconds"]
             rec["rec_train_seconds"] = self.rec_record["train_seconds"]

@@ -192,6 +192,10 @@ class Recipe:
         """A top-level value of the recipe (after overrides), e.g. ``"learning_rate"``."""
         return self._parser(None, "MRI", 1).get_parsed_content(key)
 
+    def has(self, key: str) -> bool:
+        """Whether the recipe's config defines the top-level ``key`` (older configs lack the newer knobs)."""
+        return key in self._parser(None, "MRI", 1).config
+
     def build_vldun(self, num_classes: int, switches: Mapping[str, Any]) -> nn.Module:
         """The config's ``network_def`` with ``num_classes`` and an ablation's switches."""
         parser = self._parser(None, "MRI", 1)
@@ -224,6 +228,7 @@ class Recipe:
             "seg_norm",
             "seg_decoder",
             "seg_unet_features",
+            "seg_unet_dropout",
             "seg_feature_grad",
             "measurement_dropout",
             "dc_projection",

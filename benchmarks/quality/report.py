@@ -145,6 +145,11 @@ def _loss_text(cfg: Mapping[str, Any]) -> str:
         f"{r['lambda_deg']}·CE(degradation) when the data show more than one class: off here), "
         f"CLIP similarity {r.get('clip_similarity')}; the UNets train with the same loss (their own terms)"
         + (f"; gradients clipped to global norm {r['grad_clip_norm']}" if r.get("grad_clip_norm") else "")
+        + (
+            f"; dropout {r['seg_unet_dropout']} in every segmentation UNet (the baselines' and VL-DUN's UNet head)"
+            if r.get("seg_unet_dropout")
+            else ""
+        )
         + _dc_text(r)
     )
 

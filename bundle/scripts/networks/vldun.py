@@ -112,6 +112,7 @@ class VLDUN(nn.Module):
             one network, trained at once; the trunk is the restoration's only, so ``seg_feature_grad``, ``dc_to_seg``
             and gradnorm balancing have nothing to act on, and no ``shared`` output is returned).
         seg_unet_features: the six ``BasicUNet`` widths of the ``"unet"`` / ``"image_unet"`` seg head.
+        seg_unet_dropout: that head's dropout probability (:class:`SegUNetHead`; unused by ``"conv"``).
         seg_feature_grad: the factor on the segmentation loss's gradient into the shared features (1: the paper's
             joint training; 0: the seg head reads them detached, so only the restoration trains the trunk). The
             forward values are the same for every factor.
@@ -175,6 +176,7 @@ class VLDUN(nn.Module):
         seg_norm: str | tuple | list = "batch",
         seg_decoder: str = "conv",
         seg_unet_features: Sequence[int] = SEG_UNET_FEATURES,
+        seg_unet_dropout: float = 0.0,
         seg_feature_grad: float = 1.0,
         stage_heads: bool = False,
         step_size_init: float = 1.0,
@@ -291,7 +293,9 @@ class VLDUN(nn.Module):
         if seg_head and seg_decoder in ("unet", "image_unet"):
             image_channels = out_channels if rec_head else in_channels  # the input image when there is no restoration
             feature_channels = c2 if seg_decoder == "unet" else 0
-            self.seg_head = SegUNetHead(feature_channels, num_classes, image_channels, seg_unet_features, seg_norm)
+            self.seg_head = SegUNetHead(
+                feature_channels, num_classes, image_channels, seg_unet_features, seg_norm, seg_unet_dropout
+            )
         elif seg_head:
             self.seg_head = SegHead(c2, num_classes, seg_hidden, seg_norm)
         if self.has_stage_heads:
