@@ -434,7 +434,8 @@ def test_seg_unet_dropout_regularises_the_unet_head_in_training_only(decoder):
     first, second = net(x), net(x)
     assert not torch.allclose(first["seg"], second["seg"])
     torch.testing.assert_close(first["restored"], second["restored"])
-    net.eval(), plain.eval()
+    net.eval()
+    plain.eval()
     torch.testing.assert_close(net(x)["seg"], plain(x)["seg"])
     torch.testing.assert_close(net(x)["seg"], net(x)["seg"])
 
