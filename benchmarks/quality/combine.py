@@ -153,7 +153,7 @@ _VLDUN_ONLY_RECIPE_KEYS = (
 #: recipe values that only act on a segmentation loss or a segmentation network, and the methods that train none
 #: (restoration only): a run of nothing but these methods is the same computation under any value, so it merges with
 #: runs that set one
-_SEG_LOSS_RECIPE_KEYS = ("dice_ce_kwargs", "seg_unet_dropout")
+_SEG_RECIPE_KEYS = ("dice_ce_kwargs", "seg_unet_dropout")
 _NO_SEG_LOSS_METHODS = frozenset({"zero_filled", "rec_unet", "varnet", "vldun_no_seg"})
 
 
@@ -194,7 +194,7 @@ def _comparable(config: Mapping[str, Any], key: str, segments: bool = True) -> A
     methods train no segmentation loss (the segmentation-loss values then do not count)."""
     value = config.get(key)
     if key == "recipe" and isinstance(value, Mapping):
-        ignored = _VLDUN_ONLY_RECIPE_KEYS + (() if segments else _SEG_LOSS_RECIPE_KEYS)
+        ignored = _VLDUN_ONLY_RECIPE_KEYS + (() if segments else _SEG_RECIPE_KEYS)
         value = _normalised_recipe(value)
         out = {k: v for k, v in value.items() if k not in ignored}
         out["overrides"] = {k: v for k, v in (value.get("overrides") or {}).items() if k not in ignored}
@@ -299,10 +299,10 @@ def merge_runs(results: Sequence[Mapping[str, Any]], sources: Sequence[str], bud
         # the table states the segmentation loss its segmenting rows were trained with
         seg_recipe = _normalised_recipe(seg_ref["config"]["recipe"])
         seg_overrides = seg_ref["config"]["recipe"].get("overrides") or {}
-        config["recipe"] = {**config["recipe"], **{k: seg_recipe[k] for k in _SEG_LOSS_RECIPE_KEYS}}
+        config["recipe"] = {**config["recipe"], **{k: seg_recipe[k] for k in _SEG_RECIPE_KEYS}}
         config["recipe"]["overrides"] = {
-            **{k: v for k, v in (config["recipe"].get("overrides") or {}).items() if k not in _SEG_LOSS_RECIPE_KEYS},
-            **{k: v for k, v in seg_overrides.items() if k in _SEG_LOSS_RECIPE_KEYS},
+            **{k: v for k, v in (config["recipe"].get("overrides") or {}).items() if k not in _SEG_RECIPE_KEYS},
+            **{k: v for k, v in seg_overrides.items() if k in _SEG_RECIPE_KEYS},
         }
     # the known-operator settings the table states are those of the run whose vldun_dc row it shows
     dc_run = next((r for r in results if "vldun_dc" in r["methods"]), None)

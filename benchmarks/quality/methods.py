@@ -181,7 +181,7 @@ class Runner:
 
     def _seg_dropout(self) -> float:
         """The recipe's ``seg_unet_dropout``: the baselines' segmentation UNets get what VL-DUN's UNet head gets."""
-        return float(self.recipe.value("seg_unet_dropout")) if self.recipe.has("seg_unet_dropout") else 0.0
+        return float(self.recipe.value("seg_unet_dropout", 0.0))
 
     def _train(self, net: nn.Module, name: str, clean_input: bool = False) -> dict[str, Any]:
         a = self.args

@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "bundle" / "configs" / "train.json"
+_REQUIRED = object()  # Recipe.value's "no default": None is a legal config value
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -188,13 +189,13 @@ class Recipe:
             parser["network"] = network
         return parser
 
-    def value(self, key: str) -> Any:
-        """A top-level value of the recipe (after overrides), e.g. ``"learning_rate"``."""
-        return self._parser(None, "MRI", 1).get_parsed_content(key)
-
-    def has(self, key: str) -> bool:
-        """Whether the recipe's config defines the top-level ``key`` (older configs lack the newer knobs)."""
-        return key in self._parser(None, "MRI", 1).config
+    def value(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A top-level value of the recipe (after overrides), e.g. ``"learning_rate"``; ``default`` where the config
+        lacks the key (an older config, written before the knob existed)."""
+        parser = self._parser(None, "MRI", 1)
+        if default is not _REQUIRED and key not in parser.config:
+            return default
+        return parser.get_parsed_content(key)
 
     def build_vldun(self, num_classes: int, switches: Mapping[str, Any]) -> nn.Module:
         """The config's ``network_def`` with ``num_classes`` and an ablation's switches."""
