@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
-from benchmarks.quality.metrics import _paired
+from benchmarks.quality.metrics import _paired, _paired_over_seeds
 from benchmarks.quality.report import CLAIMS, GAP_NOTE, _recipe_text, dice_gap_closed
 from scripts.networks.heads import SEG_UNET_FEATURES
 from scripts.networks.presets import PRESETS
@@ -22,7 +22,8 @@ __all__ = ["merge_runs", "render_seed_summary"]
 
 def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
     """Markdown of several runs that differ only in the training seed: per-method mean ± std over seeds of the
-    test-set means, and per claim the paired difference of every seed with its patient-level 95% interval.
+    test-set means, and per claim the paired difference of every seed with its patient-level 95% interval and the
+    difference over all seeds with an interval in which seed and patient are both random (``_paired_over_seeds``).
 
     A claim is *supported* when every seed shows A > B with an interval excluding 0, *contradicted* when every seed
     shows A < B likewise, and *undecided* otherwise.
@@ -85,13 +86,16 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         "## Claims: A − B per seed (patient-level 95% interval, as in the per-run files)",
         "",
         "*supported*: A > B with an interval excluding 0 in every seed; *contradicted*: A < B likewise; "
-        "otherwise *undecided*.",
+        "otherwise *undecided*. *Over the seeds*: the mean of A − B over every seed and test patient with a 95 % "
+        "interval in which both the training seed and the patient are random (two-way ANOVA of the seed × patient "
+        "table, Satterthwaite's degrees of freedom): what a new training run on new patients is expected to show. "
+        "The per-seed intervals see the patients only.",
         "",
-        "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | verdict |",
-        "|---|---|---|" + "---|" * len(seeds) + "---|",
+        "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | over the seeds | verdict |",
+        "|---|---|---|" + "---|" * len(seeds) + "---|---|",
     ]
     for text, a, b, key in CLAIMS:
-        cells, signs = [], []
+        cells, signs, both = [], [], []
         for r in results:
             ms = r["methods"]
             p = None
@@ -101,6 +105,7 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
                 cells.append("–")
                 signs.append(None)
                 continue
+            both.append((ms[a][key], ms[b][key], r.get("test_groups")))
             cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
             signs.append(1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0)
         if all(x is None for x in signs):
@@ -115,6 +120,8 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         )
         if len(done) < len(signs):
             verdict += f" ({len(done)} of {len(signs)} seeds)"
+        pooled = _paired_over_seeds(both)
+        cells.append("–" if pooled is None else f"{pooled[0]:+.3f} ± {pooled[1]:.3f}")
         lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
     closed = [dice_gap_closed(r["methods"]) for r in results]
     if any(closed):
