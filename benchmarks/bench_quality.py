@@ -59,10 +59,10 @@ budget is ``--iterations 1200`` (labelled *protocol budget*). Examples::
     python benchmarks/bench_quality.py --datasets acdc_8x --split validation --methods vldun --set lambda_rec=30
 
 Results files can be combined afterwards: ``--aggregate OUT.md A.json B.json ...`` summarises runs that differ only
-in ``--train-seed`` (spread over seeds, claims per seed); ``--merge OUT.json A.json B.json:m1,m2 ...`` puts methods
-of runs on the same test set and recipe but with different iteration counts or caps into one table with paired
-claims (e.g. VL-DUN capped by wall-clock next to UNets at the same number of iterations; ``:m1,m2`` takes only those
-rows of a file); ``--render JSON`` redraws one file.
+in ``--train-seed`` (spread over seeds, claims per seed and over the seeds with seed and patient both random);
+``--merge OUT.json A.json B.json:m1,m2 ...`` puts methods of runs on the same test set and recipe but with different
+iteration counts or caps into one table with paired claims (e.g. VL-DUN capped by wall-clock next to UNets at the same
+number of iterations; ``:m1,m2`` takes only those rows of a file); ``--render JSON`` redraws one file.
 """
 
 from __future__ import annotations
