@@ -60,9 +60,11 @@ budget is ``--iterations 1200`` (labelled *protocol budget*). Examples::
 
 Results files can be combined afterwards: ``--aggregate OUT.md A.json B.json ...`` summarises runs that differ only
 in ``--train-seed`` (spread over seeds, claims per seed and over the seeds with seed and patient both random);
-``--merge OUT.json A.json B.json:m1,m2 ...`` puts methods of runs on the same test set and recipe but with different
-iteration counts or caps into one table with paired claims (e.g. VL-DUN capped by wall-clock next to UNets at the same
-number of iterations; ``:m1,m2`` takes only those rows of a file); ``--render JSON`` redraws one file.
+``--compare OUT.md METHOD A0.json,B0.json A1.json,B1.json ...`` compares one method trained two ways (one pair of
+runs per training seed), per seed and over the seeds; ``--merge OUT.json A.json B.json:m1,m2 ...`` puts methods of
+runs on the same test set and recipe but with different iteration counts or caps into one table with paired claims
+(e.g. VL-DUN capped by wall-clock next to UNets at the same number of iterations; ``:m1,m2`` takes only those rows of
+a file); ``--render JSON`` redraws one file.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ from benchmarks._slices import load_slices, validation_split  # noqa: E402
 from benchmarks.quality.combine import (  # noqa: E402
     merge_runs,
     parse_merge_source,
+    render_comparison,
     render_seed_summary,
     select_methods,
 )
@@ -186,6 +189,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="OUT.md JSON JSON...: summarise runs that differ only in --train-seed",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="ARG",
+        help="OUT.md METHOD A.json,B.json [A.json,B.json ...]: METHOD trained two ways (A, B), one pair per training "
+        "seed: A − B per seed and over the seeds",
     )
     p.add_argument(
         "--merge",
@@ -380,6 +391,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             md = render_seed_summary([_load_results(Path(f)) for f in files], [Path(f).name for f in files])
         except ValueError as e:
             raise SystemExit(f"--aggregate: {e}") from None
+        Path(out).write_text(md)
+        print(f"wrote {out}")
+        return 0
+    if args.compare:
+        if len(args.compare) < 3:
+            raise SystemExit("--compare: OUT.md METHOD A.json,B.json [A.json,B.json ...]")
+        out, method, *pair_args = args.compare
+        files = [tuple(Path(f) for f in arg.split(",")) for arg in pair_args]
+        if any(len(f) != 2 for f in files):
+            raise SystemExit(f"--compare: each pair is A.json,B.json, got {pair_args}")
+        try:
+            md = render_comparison(
+                [(_load_results(a), _load_results(b)) for a, b in files],
+                [f"{a.name} / {b.name}" for a, b in files],
+                method,
+            )
+        except ValueError as e:
+            raise SystemExit(f"--compare: {e}") from None
         Path(out).write_text(md)
         print(f"wrote {out}")
         return 0

@@ -334,6 +334,49 @@ def test_seed_summary_verdicts():
         combine.render_seed_summary([old, new], ["a", "b"])
 
 
+def test_compare_one_method_trained_two_ways_over_seeds(tmp_path):
+    def run(seed, dropout, shift, blind=True):
+        row = {"psnr": [20.0 + shift, 20.0 + shift, 21.0 + shift, 22.0], "dice_per_slice": [0.5, 0.5, 0.6, 0.6]}
+        if blind:
+            row["blind"] = {"psnr": [19.0, 19.0, 19.5, 19.0 + shift]}
+        recipe = {"config": "train.json", "measurement_dropout": dropout, "overrides": {"measurement_dropout": dropout}}
+        config = {"seed": 0, "train_seed": seed, "size": 32, "batch_size": 2, "iterations": 2, "recipe": recipe}
+        test = {"test_ids": [0, 1, 2, 3], "test_groups": ["p1", "p1", "p2", "p3"]}
+        return {"dataset": "d", "degradation": "cartesian:8:0.04", "title": "t", "config": config, **test,
+                "methods": {"vldun_dc": row}}  # fmt: skip
+
+    pairs = [(run(0, 0.0, 0.4), run(0, 0.25, 0.0)), (run(1, 0.0, 0.6, blind=False), run(1, 0.25, 0.0))]
+    md = combine.render_comparison(pairs, ["a0 / b0", "a1 / b1"], "vldun_dc")
+    assert "A and B differ in (A / B): `measurement_dropout`: 0.0 / 0.25." in md
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): ln for ln in md.splitlines() if ln.startswith("| ")}
+    per_patient = [[0.4, 0.4, 0.0], [0.6, 0.6, 0.0]]  # slices of p1 average; the last slice does not move
+    expected = metrics._paired_over_seeds([(row, [0.0] * 3, None) for row in per_patient])
+    assert rows[("PSNR (dB)", "measured")].endswith(f"| {expected[0]:+.3f} ± {expected[1]:.3f} (2 seeds) |")
+    # seed 1's A run has no blind evaluation: one seed, no interval over the seeds
+    blind = metrics._paired([19.0, 19.0, 19.5, 19.4], [19.0, 19.0, 19.5, 19.0], ["p1", "p1", "p2", "p3"])
+    assert rows[("PSNR (dB)", "blind")].split("|")[3:6] == [f" {blind[0]:+.3f} ± {blind[1]:.3f} ", " – ", " – "]
+    assert ("mean Dice", "blind") not in rows and rows[("mean Dice", "measured")].count("+0.000 ± 0.000") == 3
+    with pytest.raises(ValueError, match="same training seed"):
+        combine.render_comparison([(run(0, 0.0, 0.4), run(1, 0.25, 0.0))], ["x"], "vldun_dc")
+    with pytest.raises(ValueError, match="no 'vldun'"):
+        combine.render_comparison(pairs, ["x", "y"], "vldun")
+    other = run(1, 0.0, 0.6)
+    other["config"]["size"] = 64
+    with pytest.raises(ValueError, match="the A runs must differ only"):
+        combine.render_comparison([pairs[0], (other, run(1, 0.25, 0.0))], ["x", "y"], "vldun_dc")
+    # the CLI: one pair per seed, each file once
+    files = []
+    for i, (a, b) in enumerate(pairs):
+        for side, res in (("a", a), ("b", b)):
+            files.append(tmp_path / f"{side}{i}.json")
+            files[-1].write_text(json.dumps(res))
+    out = tmp_path / "cmp.md"
+    assert bq.main(["--compare", str(out), "vldun_dc", f"{files[0]},{files[1]}", f"{files[2]},{files[3]}"]) == 0
+    assert out.read_text() == md.replace("a0 / b0", "a0.json / b0.json").replace("a1 / b1", "a1.json / b1.json")
+    with pytest.raises(SystemExit, match="each pair is A.json,B.json"):
+        bq.main(["--compare", str(out), "vldun_dc", str(files[0])])
+
+
 def _run_file(methods: dict, iterations: int, time_budget=None, **cfg):
     config = {"size": 32, "batch_size": 2, "lr": 1e-3, "seed": 0, "train_seed": 0, "preset": "tiny"}
     config.update(iterations=iterations, time_budget=time_budget, lambda_prior=0.1, unet_features=[4] * 6, threads=1)

@@ -1,6 +1,7 @@
 """Results of several runs in one view: ``render_seed_summary`` (runs that differ only in the training seed: spread
-over seeds and the paired claims per seed) and ``merge_runs`` (runs on the same test set and recipe with different
-iteration counts or wall-clock caps, as one table with paired claims).
+over seeds and the paired claims per seed), ``render_comparison`` (one method trained two ways, over seeds) and
+``merge_runs`` (runs on the same test set and recipe with different iteration counts or wall-clock caps, as one
+table with paired claims).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from benchmarks.quality.report import CLAIMS, GAP_NOTE, _recipe_text, dice_gap_c
 from scripts.networks.heads import SEG_UNET_FEATURES
 from scripts.networks.presets import PRESETS
 
-__all__ = ["merge_runs", "render_seed_summary"]
+__all__ = ["merge_runs", "render_comparison", "render_seed_summary"]
 
 
 def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
@@ -30,15 +31,9 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
     """
     if not results:
         raise ValueError("no results to aggregate")
-    keys = ("dataset", "degradation")
+    _check_differ_only_in_seed(results, "the runs to aggregate")
     ref = results[0]
-    cfg_b = {k: v for k, v in _normalised_config(ref["config"]).items() if k != "train_seed"}
-    for r in results[1:]:
-        same = all(r[k] == ref[k] for k in keys)
-        cfg_a = {k: v for k, v in _normalised_config(r["config"]).items() if k != "train_seed"}
-        if not same or cfg_a != cfg_b:
-            raise ValueError("the runs to aggregate must differ only in their training seed")
-    seeds = [r["config"].get("train_seed", r["config"]["seed"]) for r in results]
+    seeds = [_train_seed(r) for r in results]
     methods = [m for m in METHODS if any(m in r["methods"] for r in results)]
     cfg = ref["config"]
     lines = [
@@ -130,6 +125,97 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         for m in methods:
             if any(m in c for c in closed):
                 lines.append(f"| `{m}` | " + " | ".join(f"{c[m]:+.0%}" if m in c else "–" for c in closed) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _train_seed(result: Mapping[str, Any]) -> Any:
+    return result["config"].get("train_seed", result["config"]["seed"])
+
+
+def _seedless_config(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in _normalised_config(result["config"]).items() if k != "train_seed"}
+
+
+def _check_differ_only_in_seed(results: Sequence[Mapping[str, Any]], what: str) -> None:
+    ref = results[0]
+    for r in results[1:]:
+        if any(r[k] != ref[k] for k in ("dataset", "degradation")) or _seedless_config(r) != _seedless_config(ref):
+            raise ValueError(f"{what} must differ only in their training seed")
+
+
+def _config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``key: A value / B value`` for every setting (recipe values included) in which two runs differ."""
+    ca, cb = _seedless_config(a), _seedless_config(b)
+    ra, rb = ca.pop("recipe", None) or {}, cb.pop("recipe", None) or {}
+    ra, rb = dict(ra), dict(rb)
+    ra.pop("overrides", None), rb.pop("overrides", None)
+    out = []
+    for cfg_a, cfg_b in ((ca, cb), (ra, rb)):
+        for k in sorted(set(cfg_a) | set(cfg_b)):
+            if cfg_a.get(k) != cfg_b.get(k):
+                out.append(f"`{k}`: {cfg_a.get(k, '–')} / {cfg_b.get(k, '–')}")
+    return out
+
+
+_COMPARED = (("PSNR (dB)", "psnr"), ("SSIM", "ssim"), ("mean Dice", "dice_per_slice"))
+
+
+def render_comparison(
+    pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], names: Sequence[str], method: str
+) -> str:
+    """Markdown comparing one method trained two ways (A and B: e.g. two values of one setting) over training seeds.
+
+    ``pairs`` holds one ``(A, B)`` pair of results per training seed, the two of a pair with the same seed and test
+    set; ``names`` the pairs' file names. Per metric, with the measurements and (where both runs recorded one) in
+    the blind mode: A − B per seed with its patient-level 95% interval, and over the seeds with seed and patient both
+    random (``_paired_over_seeds``). The settings in which A and B differ are listed from their configs.
+    """
+    if not pairs:
+        raise ValueError("no pairs to compare")
+    for i, side in enumerate(("A", "B")):
+        _check_differ_only_in_seed([p[i] for p in pairs], f"the {side} runs")
+    for a, b in pairs:
+        if any(a.get(k) != b.get(k) for k in ("dataset", "degradation", "test_ids")) or _train_seed(a) != _train_seed(
+            b
+        ):
+            raise ValueError("the two runs of a pair must have the same training seed and test set")
+        for r in (a, b):
+            if method not in r["methods"]:
+                raise ValueError(f"a run of the pair seed {_train_seed(r)} has no {method!r} row")
+    differ = _config_differences(pairs[0][0], pairs[0][1]) or ["nothing in the recorded settings"]
+    seeds = [_train_seed(a) for a, _ in pairs]
+    ref = pairs[0][0]
+    lines = [
+        f"# `{method}` trained two ways, over training seeds: {ref['title']}",
+        "",
+        f"Compared by `python benchmarks/bench_quality.py --compare` from {', '.join(f'`{n}`' for n in names)} "
+        f"(A, B per training seed {seeds}). A and B differ in (A / B): {'; '.join(differ)}.",
+        "",
+        "A − B per seed with its 95 % interval over the test patients; *over the seeds*: over every seed and test "
+        "patient with both random (two-way ANOVA, Satterthwaite's degrees of freedom). *Blind mode*: the same "
+        "weights evaluated without k-space and mask, for the seeds where both runs recorded it.",
+        "",
+        "| metric | mode | " + " | ".join(f"seed {s}" for s in seeds) + " | over the seeds |",
+        "|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for label, key in _COMPARED:
+        for mode in ("measured", "blind"):
+            cells, both = [], []
+            for a, b in pairs:
+                ra, rb = a["methods"][method], b["methods"][method]
+                if mode == "blind":
+                    ra, rb = ra.get("blind") or {}, rb.get("blind") or {}
+                p = _paired(ra[key], rb[key], a.get("test_groups")) if key in ra and key in rb else None
+                if p is None:
+                    cells.append("–")
+                    continue
+                both.append((ra[key], rb[key], a.get("test_groups")))
+                cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
+            if not both:
+                continue
+            pooled = _paired_over_seeds(both)
+            cells.append("–" if pooled is None else f"{pooled[0]:+.3f} ± {pooled[1]:.3f} ({pooled[2]} seeds)")
+            lines.append(f"| {label} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
