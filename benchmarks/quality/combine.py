@@ -21,6 +21,13 @@ from scripts.networks.presets import PRESETS
 __all__ = ["merge_runs", "render_comparison", "render_seed_summary"]
 
 
+_OVER_SEEDS_NOTE = (
+    "*Over the seeds*: the mean of A − B over every seed and test patient with a 95 % interval in which both the "
+    "training seed and the patient are random (two-way ANOVA of the seed × patient table, Satterthwaite's degrees "
+    "of freedom): what a new training run on new patients is expected to show."
+)
+
+
 def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[str]) -> str:
     """Markdown of several runs that differ only in the training seed: per-method mean ± std over seeds of the
     test-set means, and per claim the paired difference of every seed with its patient-level 95% interval and the
@@ -81,10 +88,7 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         "## Claims: A − B per seed (patient-level 95% interval, as in the per-run files)",
         "",
         "*supported*: A > B with an interval excluding 0 in every seed; *contradicted*: A < B likewise; "
-        "otherwise *undecided*. *Over the seeds*: the mean of A − B over every seed and test patient with a 95 % "
-        "interval in which both the training seed and the patient are random (two-way ANOVA of the seed × patient "
-        "table, Satterthwaite's degrees of freedom): what a new training run on new patients is expected to show. "
-        "The per-seed intervals see the patients only.",
+        f"otherwise *undecided*. {_OVER_SEEDS_NOTE} The per-seed intervals see the patients only.",
         "",
         "| claim | A | B | " + " | ".join(f"seed {s}" for s in seeds) + " | over the seeds | verdict |",
         "|---|---|---|" + "---|" * len(seeds) + "---|---|",
@@ -191,8 +195,7 @@ def render_comparison(
         f"Compared by `python benchmarks/bench_quality.py --compare` from {', '.join(f'`{n}`' for n in names)} "
         f"(A, B per training seed {seeds}). A and B differ in (A / B): {'; '.join(differ)}.",
         "",
-        "A − B per seed with its 95 % interval over the test patients; *over the seeds*: over every seed and test "
-        "patient with both random (two-way ANOVA, Satterthwaite's degrees of freedom). *Blind mode*: the same "
+        f"A − B per seed with its 95 % interval over the test patients. {_OVER_SEEDS_NOTE} *Blind mode*: the same "
         "weights evaluated without k-space and mask, for the seeds where both runs recorded it.",
         "",
         "| metric | mode | " + " | ".join(f"seed {s}" for s in seeds) + " | over the seeds |",
