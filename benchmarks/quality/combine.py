@@ -14,7 +14,14 @@ import numpy as np
 
 from benchmarks.quality.methods import METHOD_LABELS, METHODS
 from benchmarks.quality.metrics import _paired, _paired_over_seeds
-from benchmarks.quality.report import CLAIMS, GAP_NOTE, _recipe_text, dice_gap_closed
+from benchmarks.quality.report import (
+    CLAIMS,
+    GAP_NOTE,
+    _claim_values,
+    _difference_text,
+    _recipe_text,
+    dice_gap_closed,
+)
 from scripts.networks.heads import SEG_UNET_FEATURES
 from scripts.networks.presets import PRESETS
 
@@ -94,19 +101,11 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         "|---|---|---|" + "---|" * len(seeds) + "---|---|",
     ]
     for text, a, b, key in CLAIMS:
-        cells, signs, both = [], [], []
-        for r in results:
-            ms = r["methods"]
-            p = None
-            if a in ms and b in ms and key in ms[a] and key in ms[b]:
-                p = _paired(ms[a][key], ms[b][key], r.get("test_groups"))
-            if p is None:
-                cells.append("–")
-                signs.append(None)
-                continue
-            both.append((ms[a][key], ms[b][key], r.get("test_groups")))
-            cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
-            signs.append(1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0)
+        values = [_claim_values(r["methods"], a, b, key) for r in results]
+        per_seed, pooled = _per_seed_and_over_seeds(
+            [None if v is None else (*v, r.get("test_groups")) for v, r in zip(values, results)]
+        )
+        signs = [None if p is None else 1 if p[0] - p[1] > 0 else -1 if p[0] + p[1] < 0 else 0 for p in per_seed]
         if all(x is None for x in signs):
             continue
         done = [x for x in signs if x is not None]
@@ -119,8 +118,7 @@ def render_seed_summary(results: Sequence[Mapping[str, Any]], sources: Sequence[
         )
         if len(done) < len(signs):
             verdict += f" ({len(done)} of {len(signs)} seeds)"
-        pooled = _paired_over_seeds(both)
-        cells.append("–" if pooled is None else f"{pooled[0]:+.3f} ± {pooled[1]:.3f}")
+        cells = [_difference_text(p) for p in (*per_seed, pooled)]
         lines.append(f"| {text} | `{a}` | `{b}` | " + " | ".join(cells) + f" | {verdict} |")
     closed = [dice_gap_closed(r["methods"]) for r in results]
     if any(closed):
@@ -141,18 +139,26 @@ def _seedless_config(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_differ_only_in_seed(results: Sequence[Mapping[str, Any]], what: str) -> None:
-    ref = results[0]
+    ref, ref_config = results[0], _seedless_config(results[0])
     for r in results[1:]:
-        if any(r[k] != ref[k] for k in ("dataset", "degradation")) or _seedless_config(r) != _seedless_config(ref):
+        if any(r[k] != ref[k] for k in ("dataset", "degradation")) or _seedless_config(r) != ref_config:
             raise ValueError(f"{what} must differ only in their training seed")
+
+
+def _per_seed_and_over_seeds(
+    runs: Sequence[tuple[Sequence, Sequence, Sequence[str] | None] | None],
+) -> tuple[list[tuple[float, float, int, int] | None], tuple[float, float, int, int] | None]:
+    """One comparison over seeds: each seed's ``_paired`` difference of its ``(a, b, groups)`` (``None`` where the
+    seed has no data or too few patients), and ``_paired_over_seeds`` over the seeds that have one."""
+    per_seed = [None if run is None else _paired(*run) for run in runs]
+    return per_seed, _paired_over_seeds([run for run, p in zip(runs, per_seed) if p is not None])
 
 
 def _config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """``key: A value / B value`` for every setting (recipe values included) in which two runs differ."""
     ca, cb = _seedless_config(a), _seedless_config(b)
-    ra, rb = ca.pop("recipe", None) or {}, cb.pop("recipe", None) or {}
-    ra, rb = dict(ra), dict(rb)
-    ra.pop("overrides", None), rb.pop("overrides", None)
+    # the overrides are the recipe values themselves, already compared one by one
+    ra, rb = ({k: v for k, v in (c.pop("recipe", None) or {}).items() if k != "overrides"} for c in (ca, cb))
     out = []
     for cfg_a, cfg_b in ((ca, cb), (ra, rb)):
         for k in sorted(set(cfg_a) | set(cfg_b)):
@@ -179,9 +185,8 @@ def render_comparison(
     for i, side in enumerate(("A", "B")):
         _check_differ_only_in_seed([p[i] for p in pairs], f"the {side} runs")
     for a, b in pairs:
-        if any(a.get(k) != b.get(k) for k in ("dataset", "degradation", "test_ids")) or _train_seed(a) != _train_seed(
-            b
-        ):
+        same_test_set = all(a.get(k) == b.get(k) for k in ("dataset", "degradation", "test_ids"))
+        if not same_test_set or _train_seed(a) != _train_seed(b):
             raise ValueError("the two runs of a pair must have the same training seed and test set")
         for r in (a, b):
             if method not in r["methods"]:
@@ -203,21 +208,17 @@ def render_comparison(
     ]
     for label, key in _COMPARED:
         for mode in ("measured", "blind"):
-            cells, both = [], []
+            runs = []
             for a, b in pairs:
                 ra, rb = a["methods"][method], b["methods"][method]
                 if mode == "blind":
                     ra, rb = ra.get("blind") or {}, rb.get("blind") or {}
-                p = _paired(ra[key], rb[key], a.get("test_groups")) if key in ra and key in rb else None
-                if p is None:
-                    cells.append("–")
-                    continue
-                both.append((ra[key], rb[key], a.get("test_groups")))
-                cells.append(f"{p[0]:+.3f} ± {p[1]:.3f}")
-            if not both:
+                runs.append((ra[key], rb[key], a.get("test_groups")) if key in ra and key in rb else None)
+            per_seed, pooled = _per_seed_and_over_seeds(runs)
+            if all(p is None for p in per_seed):
                 continue
-            pooled = _paired_over_seeds(both)
-            cells.append("–" if pooled is None else f"{pooled[0]:+.3f} ± {pooled[1]:.3f} ({pooled[2]} seeds)")
+            cells = [_difference_text(p) for p in per_seed]
+            cells.append(_difference_text(pooled) + ("" if pooled is None else f" ({pooled[2]} seeds)"))
             lines.append(f"| {label} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

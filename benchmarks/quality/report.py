@@ -57,6 +57,18 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     }
 
 
+def _claim_values(methods: Mapping[str, Any], a: str, b: str, key: str) -> tuple[Sequence, Sequence] | None:
+    """The per-slice ``key`` values of methods A and B for a paired claim; ``None`` where either is missing."""
+    if a in methods and b in methods and key in methods[a] and key in methods[b]:
+        return methods[a][key], methods[b][key]
+    return None
+
+
+def _difference_text(p: tuple[float, float, int, int] | None, unit: str = "") -> str:
+    """A ``_paired`` difference as ``mean ± half-width`` (``–`` for none)."""
+    return "–" if p is None else f"{p[0]:+.3f} ± {p[1]:.3f}{unit}"
+
+
 def _fmt(m: float, s: float, digits: int) -> str:
     if m is None or not np.isfinite(m):
         return "–"
@@ -214,7 +226,7 @@ def _blind_mode_lines(
         cells = []
         for key, unit in (("psnr", " dB"), ("dice_per_slice", "")):
             p = _paired(a[key], b[key], groups) if key in a and key in b else None
-            cells.append("–" if p is None else f"{p[0]:+.3f} ± {p[1]:.3f}{unit}")
+            cells.append(_difference_text(p, unit))
         return "; ".join(cells)
 
     for m in rows:
@@ -337,14 +349,12 @@ def render_markdown(res: Mapping[str, Any]) -> str:
                 lines.append(f"| `{m}` | {r['iteration']} | {wt} | {cells[0]} | {cells[1]} | {ratio} |")
     claims = []
     for text, a, b, key in CLAIMS:
-        if a in methods and b in methods and key in methods[a] and key in methods[b]:
-            p = _paired(methods[a][key], methods[b][key], res.get("test_groups"))
-            if p is not None:
-                unit = " dB" if key == "psnr" else ""
-                verdict = "A > B" if p[0] - p[1] > 0 else "A < B" if p[0] + p[1] < 0 else "undecided"
-                claims.append(
-                    f"| {text} | `{a}` | `{b}` | {p[0]:+.3f} ± {p[1]:.3f}{unit} | {p[2]} / {p[3]} | {verdict} |"
-                )
+        values = _claim_values(methods, a, b, key)
+        p = None if values is None else _paired(*values, res.get("test_groups"))
+        if p is not None:
+            unit = " dB" if key == "psnr" else ""
+            verdict = "A > B" if p[0] - p[1] > 0 else "A < B" if p[0] + p[1] < 0 else "undecided"
+            claims.append(f"| {text} | `{a}` | `{b}` | {_difference_text(p, unit)} | {p[2]} / {p[3]} | {verdict} |")
     if claims:
         lines += [
             "",
