@@ -184,13 +184,13 @@ def render_comparison(
         raise ValueError("no pairs to compare")
     for i, side in enumerate(("A", "B")):
         _check_differ_only_in_seed([p[i] for p in pairs], f"the {side} runs")
-    for a, b in pairs:
+    for (a, b), name in zip(pairs, names):
         same_test_set = all(a.get(k) == b.get(k) for k in ("dataset", "degradation", "test_ids"))
         if not same_test_set or _train_seed(a) != _train_seed(b):
-            raise ValueError("the two runs of a pair must have the same training seed and test set")
-        for r in (a, b):
+            raise ValueError(f"{name}: the two runs of a pair must have the same training seed and test set")
+        for side, r in (("A", a), ("B", b)):
             if method not in r["methods"]:
-                raise ValueError(f"a run of the pair seed {_train_seed(r)} has no {method!r} row")
+                raise ValueError(f"{name}: run {side} has no {method!r} row (it has {sorted(r['methods'])})")
     differ = _config_differences(pairs[0][0], pairs[0][1]) or ["nothing in the recorded settings"]
     seeds = [_train_seed(a) for a, _ in pairs]
     ref = pairs[0][0]
